@@ -13,7 +13,11 @@ ckpt, seq, batch, steps, threads = sys.argv[1], *map(int, sys.argv[2:6])
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 config = AutoConfig.from_pretrained(ckpt)
-model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+print(
+    f"experts: {model.config._experts_implementation}, attention: {model.config._attn_implementation}",
+    file=sys.stderr,
+)
 model.train()
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
 rates = []

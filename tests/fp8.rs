@@ -73,3 +73,29 @@ fn native_fp8_backend_is_refused_where_it_cannot_run() {
     );
     assert!(String::from_utf8_lossy(&run.stderr).contains("unknown FP8 backend"));
 }
+
+#[test]
+fn fp8_scale_mode_and_activation_storage_are_selectable() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--precision",
+        "fp8",
+        "--fp8-scales",
+        "pow2",
+        "--fp8-full-activations",
+    ];
+    let run = whale_train(&dir.path().join("run"), &args);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let manifest = std::fs::read_to_string(dir.path().join("run/manifest.json")).unwrap();
+    assert!(
+        manifest.contains("scale_mode: PowerOfTwo, fp8_activations: false"),
+        "{manifest}"
+    );
+    let run = whale_train(
+        &dir.path().join("run2"),
+        &["--precision", "fp8", "--fp8-scales", "ue8m0"],
+    );
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("unknown FP8 scale mode"));
+}

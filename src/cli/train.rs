@@ -58,6 +58,14 @@ pub struct Args {
     /// DeepSeek's block scales, else emulated), native, or emulated.
     #[arg(long, default_value = "auto")]
     fp8_backend: String,
+    /// FP8 scale per tile/block with --precision fp8: exact (amax/448, the full E4M3 range) or
+    /// pow2 (rounded up to a power of two, so rescaling is exact: DeepSeek-V3's variant).
+    #[arg(long, default_value = "exact")]
+    fp8_scales: String,
+    /// With --precision fp8, keep each linear's input for the backward as its FP8 payload (4x less
+    /// activation memory than FP32). Pass this flag to keep it in full precision instead.
+    #[arg(long)]
+    fp8_full_activations: bool,
     /// CPU threads for libtorch (default: libtorch's choice).
     #[arg(long)]
     threads: Option<i32>,
@@ -102,7 +110,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             eprintln!("{}", selection.reason);
             let recipe = trainer::fp8::Recipe {
                 backend: selection.backend,
-                ..Default::default()
+                scale_mode: args.fp8_scales.parse()?,
+                fp8_activations: !args.fp8_full_activations,
             };
             (Precision::Fp8(recipe), cuda)
         }

@@ -5,6 +5,8 @@
 pub mod block;
 pub mod checkpoint;
 pub mod config;
+pub mod cross_entropy;
+pub mod custom_grad;
 pub mod data;
 pub mod fp8;
 pub mod info;

@@ -6,14 +6,12 @@ use tch::{nn, Device, Kind, Reduction, Tensor};
 
 use crate::block::Block;
 use crate::config::ModelConfig;
+use crate::cross_entropy::{head_cross_entropy, IGNORE};
 use crate::linear::Precision;
 use crate::moe::MoeStats;
 use crate::mtp::MtpModule;
 use crate::norm::RmsNorm;
 use crate::rope::Rope;
-
-/// Target id ignored by the cross-entropy (targets that cross a document boundary).
-const IGNORE: i64 = -100;
 
 #[derive(Debug)]
 pub struct Model {
@@ -143,14 +141,14 @@ impl Model {
         };
 
         let (mut h, mut stats) = self.hidden(&tokens.narrow(1, 0, s));
-        let main = self.cross_entropy(&self.head(&self.norm.forward(&h)), &target(0));
+        let main = self.cross_entropy(&self.norm.forward(&h), &target(0));
         let mut mtp = Vec::new();
         for (k, module) in (1..).zip(&self.mtp) {
             let (next, s_k) = module.forward(&h, &self.embed(&tokens.narrow(1, k, s)), &self.rope);
             h = next;
             stats.extend(s_k);
             let head_input = module.shared_head_norm.forward(&h);
-            mtp.push(self.cross_entropy(&self.head(&head_input), &target(k)));
+            mtp.push(self.cross_entropy(&head_input, &target(k)));
         }
         let zero = || Tensor::zeros([], (Kind::Float, self.device()));
         let mtp_sum = mtp.iter().fold(zero(), |a, b| a + b);
@@ -167,10 +165,20 @@ impl Model {
         }
     }
 
-    /// Mean CE over the targets that are not masked (0 when all are).
-    fn cross_entropy(&self, logits: &Tensor, target: &Tensor) -> Tensor {
-        let logits = logits.to_kind(Kind::Float).view([-1, self.cfg.vocab_size]);
+    /// Mean CE of the output head on normalized hidden states `[b, s, d]` over the targets that
+    /// are not masked (0 when all are). On CPU through the fused head + CE node (see
+    /// `cross_entropy`); elsewhere through autograd, so the head GEMM follows GPU autocast.
+    fn cross_entropy(&self, hidden: &Tensor, target: &Tensor) -> Tensor {
         let target = target.view([-1]);
+        if hidden.device() == Device::Cpu {
+            let hidden = hidden.view([-1, self.cfg.dim]);
+            return head_cross_entropy(&hidden, &self.lm_head, &target)
+                .unwrap_or_else(|e| panic!("{e:#}"));
+        }
+        let logits = self
+            .head(hidden)
+            .to_kind(Kind::Float)
+            .view([-1, self.cfg.vocab_size]);
         let count = target.ne(IGNORE).sum(Kind::Float).clamp_min(1.0);
         logits.cross_entropy_loss::<Tensor>(&target, None, Reduction::Sum, IGNORE, 0.0) / count
     }

@@ -142,15 +142,17 @@ impl Moe {
         let token_of = order.floor_divide_scalar(self.top_k);
         let load = expert_of.bincount::<Tensor>(None, self.n_experts);
         let counts = Vec::<i64>::try_from(&load).expect("expert counts");
-        let inputs = flat.index_select(0, &token_of);
-        let mut outputs = Vec::with_capacity(self.experts.len());
-        let mut start = 0;
-        for (expert, &count) in self.experts.iter().zip(&counts) {
-            if count > 0 {
-                outputs.push(expert.forward(&inputs.narrow(0, start, count)));
-                start += count;
-            }
-        }
+        // One split rather than a `narrow` per expert: the backward of a split is one `cat`,
+        // while each narrow's backward would write a zero tensor the size of all inputs.
+        let inputs = flat.index_select(0, &token_of).split_with_sizes(&counts, 0);
+        let outputs: Vec<Tensor> = self
+            .experts
+            .iter()
+            .zip(&inputs)
+            .zip(&counts)
+            .filter(|(_, &count)| count > 0)
+            .map(|((expert, x), _)| expert.forward(x))
+            .collect();
         let weights = routing
             .weights
             .view([-1])

@@ -17,9 +17,9 @@
 //! [`Fp8LinearGrad::backward`], so a single `loss.backward()` covers FP8 and ordinary layers alike.
 
 use super::backend::Backend;
-use super::custom_grad::{self, CustomGrad};
 use super::quant::{quantize, Granularity, Quantized, ScaleMode};
 use super::Recipe;
+use crate::custom_grad::{self, CustomGrad};
 use anyhow::{bail, Result};
 use std::cell::Cell;
 use tch::{Kind, Tensor};

@@ -10,12 +10,11 @@
 //! - [`linear`]: [`fp8_linear`], the FP8 linear with an explicit backward, and the count of the
 //!   activation bytes it keeps for the backward ([`take_saved_input_bytes`]).
 //! - [`backend`]: `emulated` (any device) or `native` (`_scaled_mm`, Hopper), chosen by `auto`.
-//! - `custom_grad`: the autograd node with a Rust backward that makes the explicit backward
-//!   possible (tch cannot define autograd functions; see its module doc for why detach tricks
-//!   are not enough).
+//!
+//! The explicit backward rests on [`crate::custom_grad`], the autograd node with a Rust backward
+//! (tch cannot define autograd functions; see its module doc for why detach tricks are not enough).
 
 pub mod backend;
-mod custom_grad;
 pub mod linear;
 pub mod quant;
 

@@ -32,6 +32,17 @@ pub enum ScaleMode {
     PowerOfTwo,
 }
 
+impl std::str::FromStr for ScaleMode {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "exact" => Ok(Self::Exact),
+            "pow2" => Ok(Self::PowerOfTwo),
+            _ => bail!("unknown FP8 scale mode {s:?} (expected exact or pow2)"),
+        }
+    }
+}
+
 /// Which groups share a scale.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Granularity {

@@ -4,7 +4,7 @@
 // quantizes the incoming gradient, which no composition of differentiable ops can express (their
 // backward is linear in the gradient). This file is the only C++ in the crate and knows nothing
 // about FP8: Rust computes the forward output under no_grad, hands it here with the tensors to save,
-// and the node calls back into Rust for the input gradients. See `fp8/custom_grad.rs`.
+// and the node calls back into Rust for the input gradients. See `custom_grad.rs`.
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cstring>
