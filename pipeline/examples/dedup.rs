@@ -2,7 +2,7 @@
 //! libtorch for `train`, whose shared libraries alone add ~470 MB of resident memory and ~1 s of
 //! start-up to every command, which would hide the stage's own footprint.
 //!
-//! `cargo run --release -p pipeline --example dedup -- INPUT OUTPUT THREADS [--verify]`
+//! `cargo run --release -p pipeline --example dedup -- INPUT OUTPUT THREADS [--verify] [--seed=N]`
 
 use std::path::PathBuf;
 
@@ -10,14 +10,17 @@ use pipeline::dedup::{DedupConfig, Run};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (input, output, threads) = match args.as_slice() {
-        [i, o, t] | [i, o, t, _] => (i, o, t),
-        _ => anyhow::bail!("usage: dedup INPUT OUTPUT THREADS [--verify]"),
+    let [input, output, threads, flags @ ..] = args.as_slice() else {
+        anyhow::bail!("usage: dedup INPUT OUTPUT THREADS [--verify] [--seed=N]");
     };
-    let config = DedupConfig {
-        verify: args.get(3).is_some_and(|a| a == "--verify"),
-        ..DedupConfig::default()
-    };
+    let mut config = DedupConfig::default();
+    for flag in flags {
+        match flag.split_once('=') {
+            None if flag == "--verify" => config.verify = true,
+            Some(("--seed", n)) => config.seed = n.parse()?,
+            _ => anyhow::bail!("unknown flag {flag}"),
+        }
+    }
     let run = Run::open(config, &[PathBuf::from(input)], output.as_ref(), true)?
         .with_threads(threads.parse()?)?;
     run.run_all()?;

@@ -1,6 +1,6 @@
 //! Text normalization for duplicate detection, and the token stream shingles are made of.
 //!
-//! Two pages that differ only in case, accents, digits (dates, counters), punctuation or spacing
+//! Two pages that differ only in case, accents, numbers (dates, counters), punctuation or spacing
 //! should look identical to dedup, as in datatrove's `simplify_text`. Scripts written without
 //! spaces (Chinese, Japanese, Thai, …) yield one token per character, so word n-grams over the
 //! token stream become character n-grams inside such runs and a Chinese near-duplicate is found.
@@ -8,20 +8,45 @@
 use unicode_normalization::char::{decompose_canonical, is_combining_mark};
 use unicode_normalization::UnicodeNormalization;
 
-/// NFKC, lowercase, accents stripped, every digit → `0`, punctuation and symbols → space,
+/// NFKC, lowercase, accents stripped, every number → `0`, punctuation and symbols → space,
 /// whitespace collapsed to single spaces, trimmed.
+///
+/// A number is a run of digits, optionally followed by one `.` or `,` (or an Arabic or other
+/// decimal separator) and more digits, as datatrove's `simplify_text` replaces
+/// `\p{Nd}+([.,،٫⎖⎗⎘]\p{Nd}+)?` with `0`: `2024` and `3.14` are one `0`, `1,000,000` is `0 0`.
+/// A counter going from 99 to 100 or a changed version number leaves the text as it was, where one
+/// `0` per digit would not.
 pub fn normalize(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut pending_space = false;
+    let mut number = Number::Outside;
     let mut push = |c: char, out: &mut String| {
-        if c.is_alphanumeric() {
+        if c.is_numeric() && number != Number::Outside {
+            // More of the same number; after its separator, drop the space that asked for.
+            if number == Number::Separator {
+                pending_space = false;
+                number = Number::Fraction;
+            }
+        } else if c.is_alphanumeric() {
             if pending_space && !out.is_empty() {
                 out.push(' ');
             }
             pending_space = false;
-            out.push(if c.is_numeric() { '0' } else { c });
+            number = if c.is_numeric() {
+                out.push('0');
+                Number::Digits
+            } else {
+                out.push(c);
+                Number::Outside
+            };
         } else if !is_combining_mark(c) {
             pending_space = true;
+            number = match (number, c) {
+                (Number::Digits, '.' | ',' | '،' | '٫' | '⎖' | '⎗' | '⎘') => {
+                    Number::Separator
+                }
+                _ => Number::Outside,
+            };
         }
     };
     if text.is_ascii() {
@@ -42,6 +67,18 @@ pub fn normalize(text: &str) -> String {
         }
     }
     out
+}
+
+/// Where [`normalize`] is relative to a number.
+#[derive(Clone, Copy, PartialEq)]
+enum Number {
+    Outside,
+    /// Just after a digit.
+    Digits,
+    /// Just after a digit and one decimal or thousands separator.
+    Separator,
+    /// In the digits after the separator: another separator ends the number.
+    Fraction,
 }
 
 /// Characters of scripts written without spaces between words; each is one token.
@@ -92,11 +129,11 @@ mod tests {
     fn normalizes_case_accents_digits_punctuation_and_space() {
         assert_eq!(
             normalize("  Héllo, WORLD!!  It's 2024-05-31\n\tÇa va?"),
-            "hello world it s 0000 00 00 ca va"
+            "hello world it s 0 0 0 ca va"
         );
-        assert_eq!(normalize("ＦＵＬＬ　ｗｉｄｔｈ １２３"), "full width 000");
+        assert_eq!(normalize("ＦＵＬＬ　ｗｉｄｔｈ １２３"), "full width 0");
         assert_eq!(normalize("Straße ﬁne"), "straße fine");
-        assert_eq!(normalize("你好，世界。２０２４年"), "你好 世界 0000年");
+        assert_eq!(normalize("你好，世界。２０２４年"), "你好 世界 0年");
         assert_eq!(
             normalize("한국어 텍스트"),
             "한국어 텍스트",
@@ -104,6 +141,24 @@ mod tests {
         );
         assert_eq!(normalize("がぎ"), "がぎ", "kana keep their voicing marks");
         assert_eq!(normalize("...!!!"), "");
+    }
+
+    #[test]
+    fn a_number_is_one_zero_whatever_its_digits() {
+        assert_eq!(normalize("page 99 of 100"), normalize("page 100 of 250"));
+        assert_eq!(normalize("v3.14, 2,5 users"), "v0 0 users");
+        assert_eq!(
+            normalize("1,000,000 and 1.2.3"),
+            "0 0 and 0 0",
+            "one separator per number, as datatrove's regex"
+        );
+        assert_eq!(normalize("pi is 3. next"), "pi is 0 next");
+        assert_eq!(normalize("mp3 and 3d"), "mp0 and 0d");
+        assert_eq!(
+            normalize("1.x"),
+            "0 x",
+            "a separator not followed by a digit splits"
+        );
     }
 
     #[test]

@@ -1,4 +1,10 @@
-"""datatrove's standard 4-stage MinHash dedup (its README example), 64-bit hashes, defaults."""
+"""datatrove's standard 4-stage MinHash dedup (its README example), 64-bit hashes, defaults.
+
+Cluster ids are saved and written into each duplicate's metadata (`minhash_cluster_id`), so that
+run.py can also compare the clusters themselves: datatrove keeps the union-find root of a cluster
+(union by size), not necessarily its first document, while whale keeps the first (oldest dump,
+then smallest id).
+"""
 
 import sys
 
@@ -34,13 +40,15 @@ if __name__ == "__main__":
         tasks=config.num_buckets, workers=cores, logging_dir=f"{logs}/buckets", depends=stage1,
     )
     stage3 = LocalPipelineExecutor(
-        pipeline=[MinhashDedupCluster(input_folder=f"{out}/buckets", output_folder=f"{out}/remove_ids", config=config)],
+        pipeline=[MinhashDedupCluster(input_folder=f"{out}/buckets", output_folder=f"{out}/remove_ids", config=config,
+                                      save_cluster_id=True)],
         tasks=1, logging_dir=f"{logs}/clusters", depends=stage2,
     )
     stage4 = LocalPipelineExecutor(
         pipeline=[
             reader(),
-            MinhashDedupFilter(input_folder=f"{out}/remove_ids", exclusion_writer=JsonlWriter(f"{out}/removed")),
+            MinhashDedupFilter(input_folder=f"{out}/remove_ids", exclusion_writer=JsonlWriter(f"{out}/removed"),
+                               load_cluster_ids=True),
             JsonlWriter(output_folder=f"{out}/output"),
         ],
         tasks=8, workers=cores, logging_dir=f"{logs}/filter", depends=stage3,

@@ -23,6 +23,9 @@ pub struct DedupConfig {
     /// `verify_threshold` (LSH false positives).
     pub verify: bool,
     pub verify_threshold: f64,
+    /// Seed of the MinHash permutations. Runs with different seeds differ only where LSH is left
+    /// to chance (pairs of Jaccard ≈ 0.5–0.85): comparing two seeds measures that noise floor.
+    pub seed: u64,
     /// Number of key partitions of the bucket step (its unit of parallel work and memory).
     pub partitions: usize,
 }
@@ -38,6 +41,7 @@ impl Default for DedupConfig {
             url: false,
             verify: false,
             verify_threshold: 0.7,
+            seed: 0,
             partitions: 64,
         }
     }

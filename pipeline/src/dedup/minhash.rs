@@ -17,10 +17,10 @@ pub struct MinHasher {
 }
 
 impl MinHasher {
-    /// `bands × rows` permutations drawn from a fixed seed, so signatures agree across runs,
-    /// tasks and machines.
-    pub fn new(ngram: usize, bands: usize, rows: usize) -> MinHasher {
-        let mut state = 0x5eed_f00d_u64;
+    /// `bands × rows` permutations drawn from `seed`, so signatures agree across runs, tasks and
+    /// machines that use the same seed.
+    pub fn new(ngram: usize, bands: usize, rows: usize, seed: u64) -> MinHasher {
+        let mut state = 0x5eed_f00d_u64 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let mut next = || {
             state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
             let mut z = state;
@@ -139,7 +139,7 @@ mod tests {
     /// so the permutations behave as independent min-wise hashes.
     #[test]
     fn band_collisions_follow_the_lsh_curve() {
-        let h = MinHasher::new(5, 14, 8);
+        let h = MinHasher::new(5, 14, 8, 0);
         let (mut shared, mut jaccard_sum, mut agree_sum) = (0, 0.0, 0.0);
         let trials = 300;
         for seed in 0..trials {
@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn chinese_near_duplicate_shares_bands_and_template_pages_do_not() {
-        let h = MinHasher::new(5, 14, 8);
+        let h = MinHasher::new(5, 14, 8, 0);
         let text =
             "深度求索发布了新的语言模型，该模型在多项基准测试中取得了优异的成绩。研究人员表示，\
                     训练数据经过了严格的去重和质量过滤，这对模型的最终效果至关重要。团队计划在明年\
@@ -240,7 +240,7 @@ mod tests {
 
     #[test]
     fn short_and_empty_texts() {
-        let h = MinHasher::new(5, 14, 8);
+        let h = MinHasher::new(5, 14, 8, 0);
         assert_eq!(h.shingles("two words").len(), 1);
         assert!(h.shingles("").is_empty());
         assert_eq!(jaccard(&[1, 2, 3], &[2, 3, 4]), 0.5);

@@ -163,7 +163,7 @@ impl Run {
         if recorded.as_ref() != Some(&plan) {
             layout::write_atomic(&layout.plan(), &serde_json::to_vec_pretty(&plan)?)?;
         }
-        let hasher = MinHasher::new(config.ngram, config.bands, config.rows);
+        let hasher = MinHasher::new(config.ngram, config.bands, config.rows, config.seed);
         Ok(Run {
             config,
             inputs,
