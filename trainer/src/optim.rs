@@ -91,8 +91,9 @@ extern "C" {
     fn whale_clear_grads(tensors: *const *mut C_tensor, n: i64);
 }
 
-fn ptrs(tensors: &[&Tensor]) -> Vec<*mut C_tensor> {
-    tensors.iter().map(|t| t.as_ptr() as *mut _).collect()
+/// The raw handles of `tensors`, for the C++ side; valid while the tensors live.
+fn ptrs<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> Vec<*mut C_tensor> {
+    tensors.into_iter().map(|t| t.as_ptr() as *mut _).collect()
 }
 
 struct Param {
@@ -189,10 +190,10 @@ impl AdamW {
         divisor: Option<f64>,
     ) {
         let device = group[0].0.tensor.device();
-        let params = ptrs(&group.iter().map(|(p, _)| &p.tensor).collect::<Vec<_>>());
-        let grads = ptrs(&group.iter().map(|(_, g)| g).collect::<Vec<_>>());
-        let exp_avgs = ptrs(&group.iter().map(|(p, _)| &p.exp_avg).collect::<Vec<_>>());
-        let exp_avg_sqs = ptrs(&group.iter().map(|(p, _)| &p.exp_avg_sq).collect::<Vec<_>>());
+        let params = ptrs(group.iter().map(|(p, _)| &p.tensor));
+        let grads = ptrs(group.iter().map(|(_, g)| g));
+        let exp_avgs = ptrs(group.iter().map(|(p, _)| &p.exp_avg));
+        let exp_avg_sqs = ptrs(group.iter().map(|(p, _)| &p.exp_avg_sq));
         let step = Tensor::from(self.steps as f32).to_device(device);
         let scale = divisor.map(|d| Tensor::from(d as f32).to_device(device));
         let mut err = [0 as c_char; 1024];
@@ -263,8 +264,7 @@ impl AdamW {
 
     /// Releases the gradients (the next backward writes fresh ones).
     pub fn zero_grad(&mut self) {
-        let tensors: Vec<&Tensor> = self.params.values().map(|p| &p.tensor).collect();
-        let tensors = ptrs(&tensors);
+        let tensors = ptrs(self.params.values().map(|p| &p.tensor));
         // SAFETY: the pointers refer to live tensors; only their `.grad` is reset.
         unsafe { whale_clear_grads(tensors.as_ptr(), tensors.len() as i64) };
     }
