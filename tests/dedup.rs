@@ -208,6 +208,54 @@ fn verify_keeps_recall_and_precision() {
     );
 }
 
+/// `--scheme=datatrove` removes exactly the documents datatrove 0.10.1's own MinHash pipeline
+/// removes — the same clusters and, in each, the same kept copy (its union-by-size root) — on the
+/// synth dumps, template-heavy pages in five languages whose LSH collisions chain into large
+/// clusters. The reference list comes from datatrove itself (`scripts/datatrove-dedup-reference`,
+/// one task per input file); rerun that script when `whale synth` changes.
+#[test]
+fn scheme_datatrove_removes_exactly_what_datatrove_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth(dir.path());
+    // What datatrove read: the readable documents as Parquet, in whale's input order.
+    let docs = dir.path().join("docs");
+    dedup(&data, &docs, &["--no-exact", "--no-near"]);
+    let out = dir.path().join("dt");
+    let docs_arg = docs.display().to_string();
+    let out_arg = out.display().to_string();
+    whale(&[
+        "dedup",
+        "--input",
+        &docs_arg,
+        "--output",
+        &out_arg,
+        "--scheme",
+        "datatrove",
+        "--no-exact",
+    ]);
+    let removed: std::collections::BTreeSet<String> = pipeline::dedup::read_removed(&out)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let expected: std::collections::BTreeSet<String> =
+        include_str!("data/datatrove-synth-removed.txt")
+            .lines()
+            .map(str::to_string)
+            .collect();
+    assert!(expected.len() > 100, "reference holds {}", expected.len());
+    let (extra, missing): (Vec<_>, Vec<_>) = (
+        removed.difference(&expected).take(5).collect(),
+        expected.difference(&removed).take(5).collect(),
+    );
+    assert!(
+        removed == expected,
+        "{} removed vs datatrove's {}; only whale: {extra:?}; only datatrove: {missing:?}",
+        removed.len(),
+        expected.len()
+    );
+}
+
 #[test]
 fn output_is_identical_for_any_thread_or_task_count_and_after_resume() {
     let dir = tempfile::tempdir().unwrap();

@@ -95,10 +95,14 @@ wh_wall, wh_rss, wh_removed, wh_out = run_whale("whale")
 wv_wall, wv_rss, wv_removed, _ = run_whale("whale-verify", "--verify")
 # The noise floor of MinHash-LSH itself: whale again with other permutations (another seed).
 _, _, ws_removed, _ = run_whale("whale-seed1", "--seed=1")
+# datatrove's own definition and keep rule in whale (`--scheme=datatrove`); datatrove does no exact
+# dedup, so neither does this run. datatrove ran one task per shard, so its (task, document) order
+# is whale's input order, which the keep rule (the root of its union by size) depends on.
+wd_wall, wd_rss, wd_removed, _ = run_whale("whale-dt", "--scheme=datatrove", "--no-exact")
 with open(os.path.join(work, "removed-sets.json"), "w") as f:  # for audits of the disagreements
     json.dump({"datatrove": sorted(dt_removed), "datatrove_first_kept": sorted(dt_first_kept),
                "whale": sorted(wh_removed), "whale_verify": sorted(wv_removed),
-               "whale_seed1": sorted(ws_removed)}, f)
+               "whale_seed1": sorted(ws_removed), "whale_scheme_datatrove": sorted(wd_removed)}, f)
 mb = text_bytes / 1e6
 print(f"\ninput: {n} documents, {mb:.1f} MB of text, {cores} core(s)\n")
 print(f"| tool | wall s | docs/s/core | MB/s/core | peak RSS MiB | removed |")
@@ -107,10 +111,12 @@ runs = [
     ("datatrove", dt_wall, dt_rss, dt_removed),
     ("whale", wh_wall, wh_rss, wh_removed),
     ("whale --verify", wv_wall, wv_rss, wv_removed),
+    ("whale --scheme=datatrove", wd_wall, wd_rss, wd_removed),
 ]
 for name, wall, rss, removed in runs:
     print(f"| {name} | {wall:.1f} | {n / wall / cores:,.0f} | {mb / wall / cores:.2f} | {rss:,.0f} | {len(removed)} |")
 print(f"\nspeed-up per core: {dt_wall / wh_wall:.1f}x; peak RSS ratio whale/datatrove: {wh_rss / dt_rss:.2f}")
+print(f"--scheme=datatrove: speed-up per core {dt_wall / wd_wall:.1f}x; peak RSS ratio {wd_rss / dt_rss:.2f}")
 for dt_name, dt in (("datatrove", dt_removed), ("datatrove clusters, first kept", dt_first_kept)):
     for name, _, _, removed in runs[1:]:
         both, union = len(dt & removed), len(dt | removed)
@@ -165,10 +171,11 @@ if any("cjk" in t for t in truth.values()):
     # Agreement per script; "first kept": datatrove's clusters with whale's keep rule; the last
     # column is whale against itself with another seed (the noise floor of LSH).
     pairs = [(dt_removed, wh_removed), (dt_removed, wv_removed), (dt_first_kept, wh_removed), (dt_first_kept, wv_removed),
-             (wh_removed, ws_removed)]
+             (wh_removed, ws_removed), (dt_removed, wd_removed)]
     print("\n| docs | n | removed datatrove | removed whale | removed whale --verify | agreement plain "
-          "| agreement --verify | plain, first kept | --verify, first kept | whale seed 0 vs 1 |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| agreement --verify | plain, first kept | --verify, first kept | whale seed 0 vs 1 "
+          "| agreement --scheme=datatrove |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, part in [("all", set(ids)), *scripts.items()]:
         agree = [len(a & b & part) / max(len((a | b) & part), 1) for a, b in pairs]
         print(f"| {label} | {len(part)} | {len(dt_removed & part)} | {len(wh_removed & part)} | {len(wv_removed & part)} | "

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use pipeline::dedup::{DedupConfig, Run, Step, Tasks};
+use pipeline::dedup::{DedupConfig, Run, Scheme, Step, Tasks};
 
 /// Remove exact and near duplicates across ALL inputs at once (global, as DeepSeek LLM did):
 /// keep one document per cluster (oldest dump, then smallest id) in OUTPUT/part-NNNNNN.parquet,
@@ -23,6 +23,14 @@ pub struct Args {
     /// Parameters (see configs/dedup.toml); built-in defaults (datatrove's) when absent.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Signature definition and keep rule: `whale` (CJK-aware shingles, keep the oldest copy) or
+    /// `datatrove` (datatrove 0.10's MinhashDedup to the bit, keep its union-find root), to
+    /// reproduce a datatrove run.
+    #[arg(long, value_parser = ["whale", "datatrove"])]
+    pub scheme: Option<String>,
+    /// Seed of the MinHash permutations (default: whale 0, datatrove 1 as its MinhashConfig).
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Words per shingle.
     #[arg(long)]
     pub ngram: Option<usize>,
@@ -80,6 +88,12 @@ impl Args {
             )?,
             None => DedupConfig::default(),
         };
+        match self.scheme.as_deref() {
+            Some("datatrove") => c.scheme = Scheme::Datatrove,
+            Some(_) => c.scheme = Scheme::Whale,
+            None => {}
+        }
+        c.seed = self.seed.or(c.seed);
         c.ngram = self.ngram.unwrap_or(c.ngram);
         c.bands = self.bands.unwrap_or(c.bands);
         c.rows = self.rows.unwrap_or(c.rows);

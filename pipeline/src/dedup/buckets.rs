@@ -8,10 +8,12 @@ use std::io::{Read, Seek, SeekFrom};
 use anyhow::{Context, Result};
 
 use super::layout::{AtomicFile, Entry, Pair, Reason};
+use super::minhash::band_of;
 use super::Run;
 
 /// With `--verify`, each member of a bucket is paired with this many members before it, so one
-/// false positive in a bucket cannot hide a true pair behind it.
+/// false positive in a bucket cannot hide a true pair behind it. Without, with the one before it:
+/// a chain, as datatrove pairs the members of a bucket (its keep rule depends on that order).
 const VERIFY_WINDOW: usize = 8;
 
 /// Run the bucket step for key partition `partition`; returns the candidate pairs written.
@@ -40,13 +42,13 @@ pub fn run_partition(run: &Run, partition: usize) -> Result<u64> {
         } else {
             1
         };
+        let band = match group[0].reason {
+            Reason::Near => band_of(group[0].key),
+            _ => 0,
+        };
         for (i, e) in group.iter().enumerate().skip(1) {
-            if window == 1 {
-                pairs.push(Pair::new(group[0].doc, e.doc, e.reason));
-            } else {
-                for other in &group[i.saturating_sub(window)..i] {
-                    pairs.push(Pair::new(other.doc, e.doc, e.reason));
-                }
+            for other in &group[i.saturating_sub(window)..i] {
+                pairs.push(Pair::new(other.doc, e.doc, e.reason, band));
             }
         }
     }

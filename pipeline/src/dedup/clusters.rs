@@ -1,7 +1,8 @@
 //! Step 3 (one task, global): join all candidate pairs of all inputs with union-find, keep one
-//! document per cluster (oldest dump, then smallest id), and write `_removed.parquet`, the removed
-//! keys for the filter step, and `manifest.json`. Memory is proportional to the number of
-//! documents (4 bytes each) plus the facts of documents that have a candidate.
+//! document per cluster (scheme `whale`: oldest dump, then smallest id; scheme `datatrove`: its
+//! union-find root), and write `_removed.parquet`, the removed keys for the filter step, and
+//! `manifest.json`. Memory is proportional to the number of documents (4 bytes each, 8 for
+//! `datatrove`) plus the facts of documents that have a candidate.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -12,9 +13,10 @@ use anyhow::{Context, Result};
 use polars::prelude::*;
 use rayon::prelude::*;
 
+use super::config::Scheme;
 use super::layout::{key_file, key_record, AtomicFile, DocMeta, Pair, Reason};
 use super::minhash::jaccard;
-use super::union_find::UnionFind;
+use super::union_find::{SizedUnionFind, UnionFind};
 use super::Run;
 
 /// What clustering found, for the manifest and the summary line.
@@ -49,8 +51,10 @@ pub fn run_clusters(run: &Run) -> Result<ClusterStats> {
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         pairs.extend(Pair::read_all(&bytes)?);
     }
+    // One pair per two documents and reason: the one of the lowest band, which is the one
+    // datatrove unions first (it reads the buckets in order).
     pairs.sort_unstable();
-    pairs.dedup();
+    pairs.dedup_by_key(|p| (p.a, p.b, p.reason));
     let mut cluster_stats = ClusterStats {
         candidate_pairs: pairs.len() as u64,
         ..Default::default()
@@ -105,27 +109,20 @@ pub fn run_clusters(run: &Run) -> Result<ClusterStats> {
         cluster_stats.rejected_pairs = (before - pairs.len()) as u64;
     }
 
-    let mut sets = UnionFind::new(total as usize);
-    for p in &pairs {
-        sets.union(dense(p.a), dense(p.b));
-    }
-    // Kept document of each cluster: oldest dump, then smallest id, then input order.
-    let mut kept: HashMap<u32, u32> = HashMap::new();
     let mut members: Vec<u32> = meta.keys().copied().collect();
     members.sort_unstable();
-    for &d in &members {
-        let root = sets.find(d);
-        let best = kept.entry(root).or_insert(d);
-        let rank = |x: u32| (&meta[&x].source, &meta[&x].id, x);
-        if rank(d) < rank(*best) {
-            *best = d;
-        }
-    }
-    cluster_stats.clusters = kept.len() as u64;
+    let kept = match run.config.scheme {
+        Scheme::Whale => keep_oldest(&pairs, total as usize, &members, &meta, dense),
+        Scheme::Datatrove => keep_union_root(run, &pairs, total as usize, &members, dense)?,
+    };
+    let mut roots: Vec<u32> = kept.values().copied().collect();
+    roots.sort_unstable();
+    roots.dedup();
+    cluster_stats.clusters = roots.len() as u64;
 
     let mut removed = Vec::new();
     for &d in &members {
-        let k = kept[&sets.find(d)];
+        let k = kept[&d];
         if k != d {
             let (m, km) = (&meta[&d], &meta[&k]);
             let reason = if m.text_hash == km.text_hash && m.text_hash != 0 {
@@ -163,6 +160,76 @@ pub fn run_clusters(run: &Run) -> Result<ClusterStats> {
     }
     out.commit()?;
     Ok(cluster_stats)
+}
+
+/// Kept document of each member's cluster: oldest dump, then smallest id, then input order.
+fn keep_oldest(
+    pairs: &[Pair],
+    total: usize,
+    members: &[u32],
+    meta: &HashMap<u32, DocMeta>,
+    dense: impl Fn(u64) -> u32,
+) -> HashMap<u32, u32> {
+    let mut sets = UnionFind::new(total);
+    for p in pairs {
+        sets.union(dense(p.a), dense(p.b));
+    }
+    let mut best: HashMap<u32, u32> = HashMap::new();
+    let rank = |x: u32| (&meta[&x].source, &meta[&x].id, x);
+    for &d in members {
+        let kept = best.entry(sets.find(d)).or_insert(d);
+        if rank(d) < rank(*kept) {
+            *kept = d;
+        }
+    }
+    members.iter().map(|&d| (d, best[&sets.find(d)])).collect()
+}
+
+/// Kept document of each member's cluster as datatrove keeps it: the root of its union by size
+/// (`MinhashDedupCluster`) over the near pairs in its order — band by band, each band's buckets
+/// in ascending order of their signature values, the members of a bucket chained in input order
+/// — then exact and URL pairs, which datatrove does not look for. Input order equals datatrove's
+/// (task, document) order when it ran one task per input file, as `scripts/bench-dedup` does.
+fn keep_union_root(
+    run: &Run,
+    pairs: &[Pair],
+    total: usize,
+    members: &[u32],
+    dense: impl Fn(u64) -> u32,
+) -> Result<HashMap<u32, u32>> {
+    let rows = run.config.rows;
+    let stride = run.config.bands * rows;
+    let sigs: Vec<File> = (0..run.inputs.len())
+        .map(|f| {
+            let path = run.layout.signatures(f, "sigs");
+            File::open(&path).with_context(|| format!("opening {}", path.display()))
+        })
+        .collect::<Result<_>>()?;
+    let mut near: Vec<(u8, Vec<u64>, u64, u64)> = pairs
+        .par_iter()
+        .filter(|p| p.reason == Reason::Near)
+        .map(|p| -> Result<(u8, Vec<u64>, u64, u64)> {
+            let at = (key_record(p.a) as usize * stride + p.band as usize * rows) * 8;
+            let mut bytes = vec![0u8; rows * 8];
+            sigs[key_file(p.a)]
+                .read_exact_at(&mut bytes, at as u64)
+                .context("reading a .sigs file")?;
+            let values = bytes
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+                .collect();
+            Ok((p.band, values, p.a, p.b))
+        })
+        .collect::<Result<_>>()?;
+    near.par_sort_unstable();
+    let mut sets = SizedUnionFind::new(total);
+    for (_, _, a, b) in &near {
+        sets.union(dense(*a), dense(*b));
+    }
+    for p in pairs.iter().filter(|p| p.reason != Reason::Near) {
+        sets.union(dense(p.a), dense(p.b));
+    }
+    Ok(members.iter().map(|&d| (d, sets.find(d))).collect())
 }
 
 fn write_removed_parquet(

@@ -169,29 +169,32 @@ impl Entry {
     }
 }
 
-/// A candidate pair of document keys (`a < b`) and why they are joined.
+/// A candidate pair of document keys (`a < b`), why they are joined, and for a near pair the
+/// LSH band they met in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Pair {
     pub a: u64,
     pub b: u64,
     pub reason: Reason,
+    pub band: u8,
 }
 
 impl Pair {
-    pub const SIZE: usize = 17;
+    pub const SIZE: usize = 18;
 
-    pub fn new(x: u64, y: u64, reason: Reason) -> Pair {
+    pub fn new(x: u64, y: u64, reason: Reason, band: u8) -> Pair {
         Pair {
             a: x.min(y),
             b: x.max(y),
             reason,
+            band,
         }
     }
 
     pub fn write(&self, w: &mut impl Write) -> std::io::Result<()> {
         w.write_all(&self.a.to_le_bytes())?;
         w.write_all(&self.b.to_le_bytes())?;
-        w.write_all(&[self.reason as u8])
+        w.write_all(&[self.reason as u8, self.band])
     }
 
     pub fn read_all(bytes: &[u8]) -> Result<Vec<Pair>> {
@@ -202,6 +205,7 @@ impl Pair {
                     a: u64::from_le_bytes(c[..8].try_into()?),
                     b: u64::from_le_bytes(c[8..16].try_into()?),
                     reason: Reason::from_u8(c[16])?,
+                    band: c[17],
                 })
             })
             .collect()

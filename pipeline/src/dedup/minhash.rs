@@ -1,15 +1,19 @@
 //! MinHash signatures over word n-gram shingles, LSH band keys, and exact Jaccard of shingle sets.
 //!
-//! Each of the `bands × rows` permutations is `x ↦ a·x + b (mod 2^64)` with odd `a`, applied to
-//! a 64-bit xxh3 shingle hash: a bijection of the 64-bit space, so the minimum over a document's
-//! shingles is a min-wise sample as in datatrove, at a handful of instructions per value.
+//! Scheme `whale`: each of the `bands × rows` permutations is `x ↦ a·x + b (mod 2^64)` with odd
+//! `a`, applied to a 64-bit xxh3 shingle hash: a bijection of the 64-bit space, so the minimum
+//! over a document's shingles is a min-wise sample as in datatrove, at a handful of instructions
+//! per value. Scheme `datatrove`: datatrove's own shingles and permutations (see `datatrove.rs`).
 
 use xxhash_rust::xxh3::{xxh3_128_with_seed, xxh3_64, xxh3_64_with_seed};
 
+use super::config::Scheme;
+use super::datatrove;
 use crate::normalize::{is_unspaced_script, tokens};
 
 /// The permutations of one MinHash configuration.
 pub struct MinHasher {
+    scheme: Scheme,
     ngram: usize,
     rows: usize,
     a: Vec<u64>,
@@ -19,23 +23,38 @@ pub struct MinHasher {
 impl MinHasher {
     /// `bands × rows` permutations drawn from `seed`, so signatures agree across runs, tasks and
     /// machines that use the same seed.
-    pub fn new(ngram: usize, bands: usize, rows: usize, seed: u64) -> MinHasher {
-        let mut state = 0x5eed_f00d_u64 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let mut next = || {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
+    pub fn new(scheme: Scheme, ngram: usize, bands: usize, rows: usize, seed: u64) -> MinHasher {
         let n = bands * rows;
-        let a = (0..n).map(|_| next() | 1).collect();
-        let b = (0..n).map(|_| next()).collect();
+        let (a, b) = match scheme {
+            Scheme::Whale => {
+                let mut state = 0x5eed_f00d_u64 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let mut next = || {
+                    state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                    let mut z = state;
+                    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                    z ^ (z >> 31)
+                };
+                let a = (0..n).map(|_| next() | 1).collect();
+                (a, (0..n).map(|_| next()).collect())
+            }
+            Scheme::Datatrove => datatrove::permutations(seed, n),
+        };
         MinHasher {
+            scheme,
             ngram: ngram.max(1),
             rows,
             a,
             b,
+        }
+    }
+
+    /// Sorted, distinct shingle hashes of a document: of its whale-normalized text
+    /// ([`crate::normalize::normalize`]) under scheme `whale`, of its raw text under `datatrove`.
+    pub fn shingles(&self, text: &str, normalized: &str) -> Vec<u64> {
+        match self.scheme {
+            Scheme::Whale => self.word_shingles(normalized),
+            Scheme::Datatrove => datatrove::shingles(text, self.ngram),
         }
     }
 
@@ -44,7 +63,7 @@ impl MinHasher {
     /// shingle spans `2 × ngram` such characters, about as much text as datatrove's jieba-word
     /// shingles (5 single characters are mostly inside one phrase and match unrelated pages).
     /// Text shorter than one shingle is one shingle; text without tokens has none.
-    pub fn shingles(&self, normalized: &str) -> Vec<u64> {
+    fn word_shingles(&self, normalized: &str) -> Vec<u64> {
         // (hash, weight): 2 for a word, 1 for a character of an unspaced script.
         let tokens: Vec<(u64, usize)> = tokens(normalized)
             .map(|t| {
@@ -82,26 +101,45 @@ impl MinHasher {
     /// MinHash signature of a shingle set (`u64::MAX` everywhere for an empty set).
     pub fn signature(&self, shingles: &[u64]) -> Vec<u64> {
         let mut sig = vec![u64::MAX; self.a.len()];
-        for &x in shingles {
-            for ((s, a), b) in sig.iter_mut().zip(&self.a).zip(&self.b) {
-                *s = (*s).min(a.wrapping_mul(x).wrapping_add(*b));
+        let permuted = self.a.iter().zip(&self.b);
+        match self.scheme {
+            Scheme::Whale => {
+                for &x in shingles {
+                    for (s, (a, b)) in sig.iter_mut().zip(permuted.clone()) {
+                        *s = (*s).min(a.wrapping_mul(x).wrapping_add(*b));
+                    }
+                }
+            }
+            Scheme::Datatrove => {
+                for &x in shingles {
+                    for (s, (a, b)) in sig.iter_mut().zip(permuted.clone()) {
+                        let v = datatrove::mod_mersenne(a.wrapping_mul(x).wrapping_add(*b));
+                        *s = (*s).min(v);
+                    }
+                }
             }
         }
         sig
     }
 
     /// One 128-bit key per band: two documents share a band key when all `rows` values of that
-    /// band agree. The band index seeds the hash, so keys of different bands never meet.
+    /// band agree. The top byte is the band index ([`band_of`]) and the band index also seeds
+    /// the hash below it, so keys of different bands never meet.
     pub fn band_keys(&self, signature: &[u64]) -> Vec<u128> {
         signature
             .chunks(self.rows)
             .enumerate()
             .map(|(band, rows)| {
                 let bytes: Vec<u8> = rows.iter().flat_map(|v| v.to_le_bytes()).collect();
-                xxh3_128_with_seed(&bytes, band as u64 + 1)
+                (xxh3_128_with_seed(&bytes, band as u64 + 1) >> 8) | ((band as u128) << 120)
             })
             .collect()
     }
+}
+
+/// The band a key of [`MinHasher::band_keys`] belongs to.
+pub fn band_of(key: u128) -> u8 {
+    (key >> 120) as u8
 }
 
 /// Exact Jaccard similarity of two sorted, distinct shingle sets.
@@ -139,7 +177,7 @@ mod tests {
     /// so the permutations behave as independent min-wise hashes.
     #[test]
     fn band_collisions_follow_the_lsh_curve() {
-        let h = MinHasher::new(5, 14, 8, 0);
+        let h = MinHasher::new(Scheme::Whale, 5, 14, 8, 0);
         let (mut shared, mut jaccard_sum, mut agree_sum) = (0, 0.0, 0.0);
         let trials = 300;
         for seed in 0..trials {
@@ -148,7 +186,10 @@ mod tests {
             for i in (7..200).step_by(40) {
                 edited[i] = format!("changed{i}");
             }
-            let (sa, sb) = (h.shingles(&base.join(" ")), h.shingles(&edited.join(" ")));
+            let (sa, sb) = (
+                h.word_shingles(&base.join(" ")),
+                h.word_shingles(&edited.join(" ")),
+            );
             jaccard_sum += jaccard(&sa, &sb);
             let (ga, gb) = (h.signature(&sa), h.signature(&sb));
             agree_sum +=
@@ -167,8 +208,8 @@ mod tests {
             (rate - expected).abs() < 0.06,
             "collision rate {rate:.3} vs {expected:.3} at J={j:.3}"
         );
-        let other = h.band_keys(&h.signature(&h.shingles(&words(200, 999).join(" "))));
-        let first = h.band_keys(&h.signature(&h.shingles(&words(200, 0).join(" "))));
+        let other = h.band_keys(&h.signature(&h.word_shingles(&words(200, 999).join(" "))));
+        let first = h.band_keys(&h.signature(&h.word_shingles(&words(200, 0).join(" "))));
         assert!(
             first.iter().zip(&other).all(|(x, y)| x != y),
             "unrelated texts share no band"
@@ -177,14 +218,17 @@ mod tests {
 
     #[test]
     fn chinese_near_duplicate_shares_bands_and_template_pages_do_not() {
-        let h = MinHasher::new(5, 14, 8, 0);
+        let h = MinHasher::new(Scheme::Whale, 5, 14, 8, 0);
         let text =
             "深度求索发布了新的语言模型，该模型在多项基准测试中取得了优异的成绩。研究人员表示，\
                     训练数据经过了严格的去重和质量过滤，这对模型的最终效果至关重要。团队计划在明年\
                     开放更多的训练细节，并与高校合作开展长期研究。业内人士认为，这一进展将推动整个\
                     行业的发展，也为中小企业提供了新的机会。";
         let near = text.replace("优异", "很好");
-        let (sa, sb) = (h.shingles(&normalize(text)), h.shingles(&normalize(&near)));
+        let (sa, sb) = (
+            h.shingles(text, &normalize(text)),
+            h.shingles(&near, &normalize(&near)),
+        );
         assert!(jaccard(&sa, &sb) > 0.8, "{}", jaccard(&sa, &sb));
         let (ka, kb) = (
             h.band_keys(&h.signature(&sa)),
@@ -228,8 +272,8 @@ mod tests {
                 .collect()
         };
         let (pa, pb) = (
-            h.shingles(&normalize(&page(1))),
-            h.shingles(&normalize(&page(2))),
+            h.word_shingles(&normalize(&page(1))),
+            h.word_shingles(&normalize(&page(2))),
         );
         assert!(
             jaccard(&pa, &pb) < 0.3,
@@ -238,11 +282,43 @@ mod tests {
         );
     }
 
+    /// datatrove 0.10.1's `get_shingles` and `get_signature` (MinhashConfig defaults, 64-bit
+    /// hashes, seed 1) printed for the same texts: spaCy's English splits, numbers, accents,
+    /// and a Chinese text that is four "words" to datatrove, so it has no shingle at all.
+    #[test]
+    fn datatrove_scheme_reproduces_datatroves_signatures() {
+        let h = MinHasher::new(Scheme::Datatrove, 5, 14, 8, 1);
+        let en =
+            "Don't panic: the U.S. economy grew 3.2% in Q2 2024, e-mail us at info@example.com \
+                  or visit https://example.com/a-b?x=1 (it's free!) -- isn't it great?";
+        let s = h.shingles(en, "");
+        assert_eq!(s.len(), 31);
+        assert_eq!(s[..2], [30174420786080034, 728146726510989241]);
+        assert_eq!(s[30], 17950345060217843164);
+        let sig = h.signature(&s);
+        assert_eq!(sig[..2], [47928301614344657, 89825342934310942]);
+        assert_eq!(sig[111], 158157075807602139);
+
+        let de = "Die Größe der Straße beträgt 1.234,5 Meter; Ärger über Öl-Preise (z.B. in München) wächst.";
+        let s = h.shingles(de, "");
+        assert_eq!(s.len(), 13);
+        assert_eq!(s[..2], [122312917896345850, 443032619733893942]);
+        assert_eq!(s[12], 16561005201934421410);
+        let sig = h.signature(&s);
+        assert_eq!(sig[..2], [96271098502374238, 30052043284529137]);
+        assert_eq!(sig[111], 6853624018056169);
+
+        let zh =
+            "深度求索发布了新的语言模型，该模型在多项基准测试中取得了优异的成绩。研究人员表示，\
+                  训练数据经过了严格的去重和质量过滤。";
+        assert!(h.shingles(zh, "").is_empty());
+    }
+
     #[test]
     fn short_and_empty_texts() {
-        let h = MinHasher::new(5, 14, 8, 0);
-        assert_eq!(h.shingles("two words").len(), 1);
-        assert!(h.shingles("").is_empty());
+        let h = MinHasher::new(Scheme::Whale, 5, 14, 8, 0);
+        assert_eq!(h.word_shingles("two words").len(), 1);
+        assert!(h.word_shingles("").is_empty());
         assert_eq!(jaccard(&[1, 2, 3], &[2, 3, 4]), 0.5);
     }
 }

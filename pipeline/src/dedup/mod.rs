@@ -17,6 +17,7 @@
 mod buckets;
 mod clusters;
 pub mod config;
+mod datatrove;
 mod filter;
 mod layout;
 pub mod minhash;
@@ -34,7 +35,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 pub use clusters::{read_removed, ClusterStats, Removed};
-pub use config::DedupConfig;
+pub use config::{DedupConfig, Scheme};
 use layout::Layout;
 use minhash::MinHasher;
 pub use signatures::FileStats;
@@ -163,7 +164,13 @@ impl Run {
         if recorded.as_ref() != Some(&plan) {
             layout::write_atomic(&layout.plan(), &serde_json::to_vec_pretty(&plan)?)?;
         }
-        let hasher = MinHasher::new(config.ngram, config.bands, config.rows, config.seed);
+        let hasher = MinHasher::new(
+            config.scheme,
+            config.ngram,
+            config.bands,
+            config.rows,
+            config.seed(),
+        );
         Ok(Run {
             config,
             inputs,

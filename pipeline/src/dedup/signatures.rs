@@ -1,6 +1,7 @@
 //! Step 1 (per input file): read documents, normalize, hash the text (and URL), compute MinHash
 //! band keys, and write the bucket entries sorted by key partition, the per-document facts the
-//! clustering needs, and (with `--verify`) the shingle sets. Text is held one batch at a time.
+//! clustering needs, (with `--verify`) the shingle sets, and (scheme `datatrove`) every document's
+//! signature, which orders its keep rule. Text is held one batch at a time.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -10,6 +11,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::{xxh3_128, xxh3_128_with_seed};
 
+use super::config::Scheme;
 use super::layout::{doc_key, AtomicFile, DocMeta, Entry, Reason};
 use super::Run;
 use crate::doc::Document;
@@ -37,7 +39,8 @@ pub struct FileStats {
 struct Hashed {
     meta: DocMeta,
     shingles: Vec<u64>,
-    bands: Vec<u128>,
+    /// Empty for a document without shingles.
+    signature: Vec<u64>,
 }
 
 fn hash_document(run: &Run, record: u64, doc: &Document) -> Hashed {
@@ -53,14 +56,14 @@ fn hash_document(run: &Run, record: u64, doc: &Document) -> Hashed {
         xxh3_128_with_seed(doc.url.as_bytes(), URL_SEED)
     };
     let shingles = if run.config.near {
-        run.hasher.shingles(&normalized)
+        run.hasher.shingles(&doc.text, &normalized)
     } else {
         Vec::new()
     };
-    let bands = if shingles.is_empty() {
+    let signature = if shingles.is_empty() {
         Vec::new()
     } else {
-        run.hasher.band_keys(&run.hasher.signature(&shingles))
+        run.hasher.signature(&shingles)
     };
     Hashed {
         meta: DocMeta {
@@ -73,7 +76,7 @@ fn hash_document(run: &Run, record: u64, doc: &Document) -> Hashed {
             id: doc.id.clone(),
         },
         shingles,
-        bands,
+        signature,
     }
 }
 
@@ -86,6 +89,12 @@ pub fn run_file(run: &Run, file: usize) -> Result<FileStats> {
         true => Some(AtomicFile::create(&layout.signatures(file, "shingles"))?),
         false => None,
     };
+    // Fixed stride (zeros for a document without a signature), so a record's is found by offset.
+    let mut sigs_out = match run.config.scheme == Scheme::Datatrove && run.config.near {
+        true => Some(AtomicFile::create(&layout.signatures(file, "sigs"))?),
+        false => None,
+    };
+    let stride = run.config.bands * run.config.rows;
     let mut stats = FileStats {
         path: path.display().to_string(),
         ..FileStats::default()
@@ -128,11 +137,20 @@ pub fn run_file(run: &Run, file: usize) -> Result<FileStats> {
                     reason: Reason::Url,
                 });
             }
-            entries.extend(h.bands.iter().map(|&k| Entry {
-                key: k,
-                doc: key,
-                reason: Reason::Near,
-            }));
+            if !h.signature.is_empty() {
+                let bands = run.hasher.band_keys(&h.signature);
+                entries.extend(bands.into_iter().map(|k| Entry {
+                    key: k,
+                    doc: key,
+                    reason: Reason::Near,
+                }));
+            }
+            if let Some(out) = sigs_out.as_mut() {
+                h.signature.resize(stride, 0);
+                for v in &h.signature {
+                    out.writer.write_all(&v.to_le_bytes())?;
+                }
+            }
             if let Some(out) = shingles_out.as_mut() {
                 h.meta.shingles_at = shingles_at;
                 h.meta.shingles_len = h.shingles.len() as u32;
@@ -163,7 +181,7 @@ pub fn run_file(run: &Run, file: usize) -> Result<FileStats> {
     stats.skipped = skips.to_named();
     entries_out.commit()?;
     docs_out.commit()?;
-    if let Some(out) = shingles_out {
+    for out in [shingles_out, sigs_out].into_iter().flatten() {
         out.commit()?;
     }
     let json = serde_json::to_vec_pretty(&stats)?;

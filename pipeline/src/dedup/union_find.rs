@@ -13,13 +13,8 @@ impl UnionFind {
         }
     }
 
-    pub fn find(&mut self, mut x: u32) -> u32 {
-        while self.parent[x as usize] != x {
-            let grand = self.parent[self.parent[x as usize] as usize];
-            self.parent[x as usize] = grand;
-            x = grand;
-        }
-        x
+    pub fn find(&mut self, x: u32) -> u32 {
+        root(&mut self.parent, x)
     }
 
     pub fn union(&mut self, a: u32, b: u32) {
@@ -31,9 +26,66 @@ impl UnionFind {
     }
 }
 
+/// datatrove's union-find (`MinhashDedupCluster`): union by size, the larger set's root staying
+/// root and the first argument's on a tie. Its roots, and so which copy scheme `datatrove` keeps,
+/// depend on the order of the unions.
+pub struct SizedUnionFind {
+    parent: Vec<u32>,
+    size: Vec<u32>,
+}
+
+impl SizedUnionFind {
+    pub fn new(n: usize) -> SizedUnionFind {
+        SizedUnionFind {
+            parent: (0..n as u32).collect(),
+            size: vec![1; n],
+        }
+    }
+
+    pub fn find(&mut self, x: u32) -> u32 {
+        root(&mut self.parent, x)
+    }
+
+    pub fn union(&mut self, a: u32, b: u32) {
+        let (mut ra, mut rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            if self.size[ra as usize] < self.size[rb as usize] {
+                std::mem::swap(&mut ra, &mut rb);
+            }
+            self.parent[rb as usize] = ra;
+            self.size[ra as usize] += self.size[rb as usize];
+        }
+    }
+}
+
+/// Root of `x`'s set, halving the path on the way.
+fn root(parent: &mut [u32], mut x: u32) -> u32 {
+    while parent[x as usize] != x {
+        let grand = parent[parent[x as usize] as usize];
+        parent[x as usize] = grand;
+        x = grand;
+    }
+    x
+}
+
 #[cfg(test)]
 mod tests {
-    use super::UnionFind;
+    use super::{SizedUnionFind, UnionFind};
+
+    #[test]
+    fn sized_union_keeps_the_larger_sets_root_and_the_first_on_ties() {
+        let mut uf = SizedUnionFind::new(6);
+        uf.union(4, 5); // tie: 4 stays root
+        assert_eq!(uf.find(5), 4);
+        uf.union(1, 4); // {1} joins the larger {4, 5}
+        assert_eq!(uf.find(1), 4);
+        uf.union(2, 3);
+        uf.union(3, 0); // {0} joins {2, 3}: root 2
+        assert_eq!(uf.find(0), 2);
+        uf.union(0, 5); // {2, 3, 0} and {4, 5, 1} tie: the first argument's root stays
+        assert_eq!(uf.find(4), 2);
+        assert_eq!(uf.find(1), 2);
+    }
 
     #[test]
     fn joins_transitively_with_smallest_root() {

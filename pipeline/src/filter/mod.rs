@@ -14,7 +14,8 @@ pub mod gopher_quality;
 pub mod gopher_repetition;
 pub mod lang;
 pub mod length;
-mod pystr;
+/// Python `str` semantics, which datatrove's rules and dedup normalization rely on.
+pub(crate) mod pystr;
 mod ref_data;
 pub mod runner;
 pub mod text;
