@@ -6,7 +6,8 @@ use anyhow::Context;
 use pipeline::dedup::{DedupConfig, Run, Scheme, Step, Tasks};
 
 /// Remove exact and near duplicates across ALL inputs at once (global, as DeepSeek LLM did):
-/// keep one document per cluster (oldest dump, then smallest id) in OUTPUT/part-NNNNNN.parquet,
+/// keep one document per cluster (oldest dump, then smallest id; with --scheme datatrove the one
+/// datatrove keeps) in OUTPUT/part-NNNNNN.parquet,
 /// list the removed ones in OUTPUT/_removed.parquet, and count everything in manifest.json.
 ///
 /// Without --step, runs the four sub-steps (signatures → buckets → clusters → filter) locally.

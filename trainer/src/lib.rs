@@ -9,6 +9,7 @@ pub mod cross_entropy;
 pub mod custom_grad;
 pub mod data;
 pub mod fp8;
+pub mod host_memory;
 pub mod info;
 pub mod linear;
 pub mod mla;

@@ -186,6 +186,7 @@ fn describe(m: &StepMetrics) -> String {
 
 /// Runs (or resumes) training as described by `opts`.
 pub fn run(opts: &RunOptions) -> Result<RunSummary> {
+    crate::host_memory::keep_freed_memory();
     if let Some(n) = opts.threads {
         tch::set_num_threads(n);
     }

@@ -21,6 +21,7 @@ use crate::filter::words::split_words;
 pub const MERSENNE_PRIME: u64 = (1 << 61) - 1;
 
 /// `x mod (2^61 − 1)` for any 64-bit `x`, without a division: 2^61 ≡ 1.
+#[inline(always)]
 pub fn mod_mersenne(x: u64) -> u64 {
     let r = (x & MERSENNE_PRIME) + (x >> 61);
     if r >= MERSENNE_PRIME {

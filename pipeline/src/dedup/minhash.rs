@@ -101,25 +101,32 @@ impl MinHasher {
     /// MinHash signature of a shingle set (`u64::MAX` everywhere for an empty set).
     pub fn signature(&self, shingles: &[u64]) -> Vec<u64> {
         let mut sig = vec![u64::MAX; self.a.len()];
-        let permuted = self.a.iter().zip(&self.b);
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            unsafe { self.fold_avx2(shingles, &mut sig) };
+            return sig;
+        }
+        self.fold(shingles, &mut sig);
+        sig
+    }
+
+    /// [`Self::fold`] compiled for AVX2: four permutations per instruction instead of one (the
+    /// signature is most of the arithmetic of the whole stage).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn fold_avx2(&self, shingles: &[u64], sig: &mut [u64]) {
+        self.fold(shingles, sig)
+    }
+
+    #[inline(always)]
+    fn fold(&self, shingles: &[u64], sig: &mut [u64]) {
         match self.scheme {
-            Scheme::Whale => {
-                for &x in shingles {
-                    for (s, (a, b)) in sig.iter_mut().zip(permuted.clone()) {
-                        *s = (*s).min(a.wrapping_mul(x).wrapping_add(*b));
-                    }
-                }
-            }
+            Scheme::Whale => min_permuted(shingles, &self.a, &self.b, sig, |v| v),
             Scheme::Datatrove => {
-                for &x in shingles {
-                    for (s, (a, b)) in sig.iter_mut().zip(permuted.clone()) {
-                        let v = datatrove::mod_mersenne(a.wrapping_mul(x).wrapping_add(*b));
-                        *s = (*s).min(v);
-                    }
-                }
+                min_permuted(shingles, &self.a, &self.b, sig, datatrove::mod_mersenne)
             }
         }
-        sig
     }
 
     /// One 128-bit key per band: two documents share a band key when all `rows` values of that
@@ -134,6 +141,22 @@ impl MinHasher {
                 (xxh3_128_with_seed(&bytes, band as u64 + 1) >> 8) | ((band as u128) << 120)
             })
             .collect()
+    }
+}
+
+/// `sig[k] = min(sig[k], reduce(a[k]·x + b[k] mod 2^64))` over every shingle `x`.
+#[inline(always)]
+fn min_permuted(
+    shingles: &[u64],
+    a: &[u64],
+    b: &[u64],
+    sig: &mut [u64],
+    reduce: impl Fn(u64) -> u64,
+) {
+    for &x in shingles {
+        for ((s, a), b) in sig.iter_mut().zip(a).zip(b) {
+            *s = (*s).min(reduce(a.wrapping_mul(x).wrapping_add(*b)));
+        }
     }
 }
 

@@ -44,7 +44,12 @@ struct Hashed {
 }
 
 fn hash_document(run: &Run, record: u64, doc: &Document) -> Hashed {
-    let normalized = normalize(&doc.text);
+    // Scheme `datatrove` shingles the raw text; without exact dedup it needs no normalized text
+    // (nor a text hash, which then labels no removal `exact`).
+    let normalized = match (run.config.scheme, run.config.exact) {
+        (Scheme::Datatrove, false) => String::new(),
+        _ => normalize(&doc.text),
+    };
     let text_hash = if normalized.is_empty() {
         0
     } else {
