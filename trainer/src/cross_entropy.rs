@@ -65,13 +65,15 @@ fn chunked(hidden: &Tensor, weight: &Tensor, target: &Tensor, chunk: i64) -> Res
             let sc = scale.f_narrow(0, start, len)?;
             let logits = h.f_mm(&weight_t)?;
             let target_logit = logits.f_gather(1, &t, false)?;
-            let top_logit = logits.f_amax([-1], true)?;
             let mut probs = logits.f_softmax(-1, Kind::Float)?;
-            drop(logits);
             // logsumexp = top logit − log(top softmax), read off the softmax without another
-            // exponential (libtorch's logsumexp costs twice a softmax); the top softmax is ≥ 1/V,
+            // exponential (libtorch's logsumexp costs twice a softmax) nor another pass over the
+            // logits (the top softmax sits where the top logit does); the top softmax is ≥ 1/V,
             // so its log is exact to float rounding.
-            let lse = top_logit - probs.f_amax([-1], true)?.f_log()?;
+            let (top_prob, top_at) = probs.f_max_dim(-1, true)?;
+            let top_logit = logits.f_gather(1, &top_at, false)?;
+            drop(logits);
+            let lse = top_logit - top_prob.f_log()?;
             losses.push(((lse - target_logit) * &sc).f_sum(Kind::Float)?);
             if need_grad {
                 // d loss / d logits = scale · (softmax − onehot(target)), built in place.
