@@ -208,6 +208,15 @@ fn verify_keeps_recall_and_precision() {
     );
 }
 
+/// Runs every sub-step as 3 tasks, out of order: `run` gets each `--step S --tasks 3 --task I`.
+fn in_three_tasks(mut run: impl FnMut(&[&str])) {
+    for step in ["signatures", "buckets", "clusters", "filter"] {
+        for task in ["2", "0", "1"] {
+            run(&["--step", step, "--tasks", "3", "--task", task]);
+        }
+    }
+}
+
 /// `--scheme=datatrove` removes exactly the documents datatrove 0.10.1's own MinHash pipeline
 /// removes — the same clusters and, in each, the same kept copy (its union-by-size root) — on the
 /// synth dumps, template-heavy pages in five languages whose LSH collisions chain into large
@@ -258,28 +267,22 @@ fn scheme_datatrove_removes_exactly_what_datatrove_removes() {
     // is split: every sub-step as 3 tasks, on one thread, gives the same files.
     let split = dir.path().join("dt-split");
     let split_arg = split.display().to_string();
-    for step in ["signatures", "buckets", "clusters", "filter"] {
-        for task in ["1", "2", "0"] {
-            whale(&[
-                "dedup",
-                "--input",
-                &docs_arg,
-                "--output",
-                &split_arg,
-                "--scheme",
-                "datatrove",
-                "--no-exact",
-                "--threads",
-                "1",
-                "--step",
-                step,
-                "--tasks",
-                "3",
-                "--task",
-                task,
-            ]);
-        }
-    }
+    in_three_tasks(|split_flags| {
+        let mut args = vec![
+            "dedup",
+            "--input",
+            &docs_arg,
+            "--output",
+            &split_arg,
+            "--scheme",
+            "datatrove",
+            "--no-exact",
+            "--threads",
+            "1",
+        ];
+        args.extend_from_slice(split_flags);
+        whale(&args);
+    });
     assert!(outputs(&out) == outputs(&split), "3 tasks differ from 1");
 }
 
@@ -292,24 +295,11 @@ fn output_is_identical_for_any_thread_or_task_count_and_after_resume() {
     let tasks = dir.path().join("tasks3");
     dedup(&data, &one, &["--threads", "1"]);
     dedup(&data, &two, &["--threads", "2"]);
-    for step in ["signatures", "buckets", "clusters", "filter"] {
-        for task in ["2", "0", "1"] {
-            dedup(
-                &data,
-                &tasks,
-                &[
-                    "--step",
-                    step,
-                    "--tasks",
-                    "3",
-                    "--task",
-                    task,
-                    "--partitions",
-                    "64",
-                ],
-            );
-        }
-    }
+    in_three_tasks(|split_flags| {
+        let mut flags = split_flags.to_vec();
+        flags.extend(["--partitions", "64"]);
+        dedup(&data, &tasks, &flags);
+    });
     let reference = outputs(&one);
     assert!(reference.len() >= 5, "{:?}", reference.keys());
     assert!(reference == outputs(&two), "1 vs 2 threads differ");

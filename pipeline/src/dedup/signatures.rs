@@ -41,6 +41,8 @@ struct Hashed {
     shingles: Vec<u64>,
     /// Empty for a document without shingles.
     signature: Vec<u64>,
+    /// Its LSH band keys, computed here on the worker threads.
+    bands: Vec<u128>,
 }
 
 fn hash_document(run: &Run, record: u64, doc: &Document) -> Hashed {
@@ -81,6 +83,11 @@ fn hash_document(run: &Run, record: u64, doc: &Document) -> Hashed {
             id: doc.id.clone(),
         },
         shingles,
+        bands: if signature.is_empty() {
+            Vec::new()
+        } else {
+            run.hasher.band_keys(&signature)
+        },
         signature,
     }
 }
@@ -142,14 +149,11 @@ pub fn run_file(run: &Run, file: usize) -> Result<FileStats> {
                     reason: Reason::Url,
                 });
             }
-            if !h.signature.is_empty() {
-                let bands = run.hasher.band_keys(&h.signature);
-                entries.extend(bands.into_iter().map(|k| Entry {
-                    key: k,
-                    doc: key,
-                    reason: Reason::Near,
-                }));
-            }
+            entries.extend(h.bands.iter().map(|&k| Entry {
+                key: k,
+                doc: key,
+                reason: Reason::Near,
+            }));
             if let Some(out) = sigs_out.as_mut() {
                 h.signature.resize(stride, 0);
                 for v in &h.signature {
