@@ -4,8 +4,9 @@
 //!
 //! Also compiles the crate's C++ for what tch cannot express: `src/custom_grad.cpp`, an autograd
 //! node whose backward calls Rust (see `src/custom_grad.rs`), and `src/optim_kernels.cpp`, the
-//! fused AdamW kernel and gradient release (see `src/optim.rs`), and `src/softmax_xent.cpp`, the
-//! in-place softmax cross-entropy of the fused output head (see `src/cross_entropy.rs`).
+//! fused AdamW kernel and gradient release (see `src/optim.rs`), and `src/head_kernels.cpp`, the
+//! blocked logits GEMM and in-place softmax cross-entropy of the fused output head (see
+//! `src/cross_entropy.rs`).
 fn main() {
     if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
@@ -21,7 +22,7 @@ fn compile_cpp(lib_dir: &std::path::Path) {
     let srcs = [
         "src/custom_grad.cpp",
         "src/optim_kernels.cpp",
-        "src/softmax_xent.cpp",
+        "src/head_kernels.cpp",
     ];
     for src in srcs {
         println!("cargo:rerun-if-changed={src}");
@@ -40,7 +41,7 @@ fn compile_cpp(lib_dir: &std::path::Path) {
         // libtorch's `at::parallel_for` is inline OpenMP: without -fopenmp it runs serially.
         .flag("-fopenmp")
         .warnings(false)
-        // The softmax kernel's loops are ours: optimized even in the dev profile (opt-level 1).
+        // The head kernels' loops are ours: optimized even in the dev profile (opt-level 1).
         .opt_level(2)
         .compile("whale_cpp");
     // The OpenMP runtime libtorch ships and loads (unversioned `libgomp.so` is not in the wheel).

@@ -7,7 +7,7 @@
 //! keeps the log-softmax for the backward, exponentiates every logit twice and fills a dense zero
 //! gradient of the logits' size, all passes over a tensor far larger than the caches. Here the
 //! tokens are processed in chunks whose logits stay in cache: each chunk's logits become
-//! `scale · (softmax − onehot(target))` in place (`softmax_xent.cpp`, three passes per row while
+//! `scale · (softmax − onehot(target))` in place (`head_kernels.cpp`, three passes per row while
 //! it sits in L1) and its two gradient GEMMs run right away, so the logits are never materialized
 //! for the whole batch nor kept for the backward. The gradients are computed in the forward,
 //! because the loss is a scalar: the backward only scales them by the incoming gradient. The
@@ -29,13 +29,19 @@ pub const IGNORE: i64 = -100;
 const CHUNK_LOGITS: i64 = 1 << 21;
 /// Fewest tokens per chunk, so that the GEMMs keep a useful size with a huge vocabulary.
 const MIN_CHUNK_TOKENS: i64 = 32;
-/// Vocabulary rows per logits GEMM. With a small model dimension the logits GEMM has a short
-/// reduction (K = d) and MKL runs it far below its peak on the whole `[chunk, V]` output; split
-/// into 512-column blocks (each block's output stays in L2) it is ~25% faster on a 2-core box
-/// (measured with d = 64, V = 8192); the gradient GEMMs (K = V and K = chunk) gain nothing.
+/// Vocabulary rows per logits GEMM (see `head_kernels.cpp`): 512 was the fastest of 256–2048
+/// with d = 64, V = 8192 on a 2-core box.
 const VOCAB_BLOCK: i64 = 512;
 
 extern "C" {
+    fn whale_head_logits(
+        out: *mut C_tensor,
+        hidden: *mut C_tensor,
+        weight: *mut C_tensor,
+        block: i64,
+        err: *mut c_char,
+        err_len: i64,
+    ) -> c_int;
     fn whale_softmax_xent_(
         logits: *mut C_tensor,
         target: *mut C_tensor,
@@ -47,6 +53,33 @@ extern "C" {
     ) -> c_int;
 }
 
+/// Runs a `head_kernels.cpp` entry point that reports failure as a non-zero code and a message.
+fn check(what: &str, call: impl FnOnce(*mut c_char, i64) -> c_int) -> Result<()> {
+    let mut err = [0 as c_char; 1024];
+    if call(err.as_mut_ptr(), err.len() as i64) != 0 {
+        // SAFETY: the C++ side NUL-terminates what it writes into `err`, which starts zeroed.
+        let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy();
+        bail!("{what}: {msg}");
+    }
+    Ok(())
+}
+
+/// `out = hidden · weightᵀ` (`out` `[n, V]`), by [`VOCAB_BLOCK`] columns on libtorch's threads.
+fn logits_into(out: &Tensor, hidden: &Tensor, weight: &Tensor) -> Result<()> {
+    // SAFETY: the three tensors are live for the call; the kernel writes only `out` (through
+    // libtorch's checked `mm_out`) and keeps no reference.
+    check("head logits", |err, len| unsafe {
+        whale_head_logits(
+            out.as_ptr() as *mut _,
+            hidden.as_ptr() as *mut _,
+            weight.as_ptr() as *mut _,
+            VOCAB_BLOCK,
+            err,
+            len,
+        )
+    })
+}
+
 /// In place over `logits` `[n, V]` (FP32, contiguous): writes `loss[i] = scale[i]·(logsumexp(row
 /// i) − row_i[target[i]])` and, with `grad`, turns row i into `scale[i]·(softmax − onehot)`.
 fn softmax_xent_(
@@ -56,26 +89,19 @@ fn softmax_xent_(
     loss: &Tensor,
     grad: bool,
 ) -> Result<()> {
-    let mut err = [0 as c_char; 1024];
     // SAFETY: the four tensors are live for the call; the kernel checks their shapes, dtypes and
     // layout before touching their data, writes only `logits` and `loss`, and keeps no reference.
-    let rc = unsafe {
+    check("softmax cross-entropy", |err, len| unsafe {
         whale_softmax_xent_(
             logits.as_ptr() as *mut _,
             target.as_ptr() as *mut _,
             scale.as_ptr() as *mut _,
             loss.as_ptr() as *mut _,
             c_int::from(grad),
-            err.as_mut_ptr(),
-            err.len() as i64,
+            err,
+            len,
         )
-    };
-    if rc != 0 {
-        // SAFETY: the C++ side NUL-terminates what it writes into `err`, which starts zeroed.
-        let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy();
-        bail!("softmax cross-entropy: {msg}");
-    }
-    Ok(())
+    })
 }
 
 struct HeadCrossEntropy;
@@ -92,19 +118,6 @@ impl CustomGrad for HeadCrossEntropy {
 pub fn head_cross_entropy(hidden: &Tensor, weight: &Tensor, target: &Tensor) -> Result<Tensor> {
     let chunk = (CHUNK_LOGITS / weight.size()[0]).max(MIN_CHUNK_TOKENS);
     chunked(hidden, weight, target, chunk)
-}
-
-/// `hidden Wᵀ` into `out` `[n, V]`, by [`VOCAB_BLOCK`] columns.
-fn logits_into(out: &Tensor, hidden: &Tensor, weight: &Tensor) -> Result<()> {
-    let vocab = weight.size()[0];
-    for start in (0..vocab).step_by(VOCAB_BLOCK as usize) {
-        let len = VOCAB_BLOCK.min(vocab - start);
-        let _ = hidden.f_mm_out(
-            &out.f_narrow(1, start, len)?,
-            &weight.f_narrow(0, start, len)?.f_tr()?,
-        )?;
-    }
-    Ok(())
 }
 
 /// [`head_cross_entropy`] over chunks of `chunk` tokens.
