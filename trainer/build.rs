@@ -2,11 +2,11 @@
 //! libtorch_cuda linked even though no symbol of it is referenced directly, so the same binary finds
 //! the GPU when one is there and runs without LD_LIBRARY_PATH.
 //!
-//! Also compiles the crate's C++ for what tch cannot express: `src/custom_grad.cpp`, an autograd
-//! node whose backward calls Rust (see `src/custom_grad.rs`), and `src/optim_kernels.cpp`, the
-//! fused AdamW kernel and gradient release (see `src/optim.rs`), and `src/head_kernels.cpp`, the
-//! blocked logits GEMM and in-place softmax cross-entropy of the fused output head (see
-//! `src/cross_entropy.rs`).
+//! Also compiles the crate's C++ for what tch cannot express (`src/cpp.rs` calls it):
+//! - `src/custom_grad.cpp`: an autograd node whose backward calls Rust (`src/custom_grad.rs`);
+//! - `src/optim_kernels.cpp`: the fused AdamW kernel and gradient release (`src/optim.rs`);
+//! - `src/head_kernels.cpp`: the blocked logits GEMM and in-place softmax cross-entropy of the
+//!   fused output head (`src/cross_entropy.rs`).
 fn main() {
     if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
@@ -24,7 +24,7 @@ fn compile_cpp(lib_dir: &std::path::Path) {
         "src/optim_kernels.cpp",
         "src/head_kernels.cpp",
     ];
-    for src in srcs {
+    for src in srcs.iter().chain(&["src/cpp_error.h"]) {
         println!("cargo:rerun-if-changed={src}");
     }
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");

@@ -13,12 +13,13 @@
 //! because the loss is a scalar: the backward only scales them by the incoming gradient. The
 //! per-token scale (1/count, 0 for an ignored target) is folded into the chunk's gradient.
 
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::{c_char, c_int};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use tch::{Kind, Tensor};
 use torch_sys::C_tensor;
 
+use crate::cpp::{check, raw};
 use crate::custom_grad::{self, CustomGrad};
 
 /// Target id that contributes nothing to the loss.
@@ -53,30 +54,12 @@ extern "C" {
     ) -> c_int;
 }
 
-/// Runs a `head_kernels.cpp` entry point that reports failure as a non-zero code and a message.
-fn check(what: &str, call: impl FnOnce(*mut c_char, i64) -> c_int) -> Result<()> {
-    let mut err = [0 as c_char; 1024];
-    if call(err.as_mut_ptr(), err.len() as i64) != 0 {
-        // SAFETY: the C++ side NUL-terminates what it writes into `err`, which starts zeroed.
-        let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy();
-        bail!("{what}: {msg}");
-    }
-    Ok(())
-}
-
 /// `out = hidden · weightᵀ` (`out` `[n, V]`), by [`VOCAB_BLOCK`] columns on libtorch's threads.
 fn logits_into(out: &Tensor, hidden: &Tensor, weight: &Tensor) -> Result<()> {
     // SAFETY: the three tensors are live for the call; the kernel writes only `out` (through
     // libtorch's checked `mm_out`) and keeps no reference.
     check("head logits", |err, len| unsafe {
-        whale_head_logits(
-            out.as_ptr() as *mut _,
-            hidden.as_ptr() as *mut _,
-            weight.as_ptr() as *mut _,
-            VOCAB_BLOCK,
-            err,
-            len,
-        )
+        whale_head_logits(raw(out), raw(hidden), raw(weight), VOCAB_BLOCK, err, len)
     })
 }
 
@@ -93,10 +76,10 @@ fn softmax_xent_(
     // layout before touching their data, writes only `logits` and `loss`, and keeps no reference.
     check("softmax cross-entropy", |err, len| unsafe {
         whale_softmax_xent_(
-            logits.as_ptr() as *mut _,
-            target.as_ptr() as *mut _,
-            scale.as_ptr() as *mut _,
-            loss.as_ptr() as *mut _,
+            raw(logits),
+            raw(target),
+            raw(scale),
+            raw(loss),
             c_int::from(grad),
             err,
             len,

@@ -2,9 +2,11 @@
 //
 // tch exposes no way to define an autograd function, and the FP8 recipe needs one: its backward
 // quantizes the incoming gradient, which no composition of differentiable ops can express (their
-// backward is linear in the gradient). This file is the only C++ in the crate and knows nothing
-// about FP8: Rust computes the forward output under no_grad, hands it here with the tensors to save,
-// and the node calls back into Rust for the input gradients. See `custom_grad.rs`.
+// backward is linear in the gradient). This file knows nothing about FP8: Rust computes the
+// forward output under no_grad, hands it here with the tensors to save, and the node calls back
+// into Rust for the input gradients. See `custom_grad.rs`.
+#include "cpp_error.h"
+
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cstring>
@@ -22,12 +24,6 @@ typedef int (*whale_backward_fn)(int64_t flags, at::Tensor** saved, int64_t n_sa
 namespace {
 
 constexpr int64_t kScalarArgs = 4;  // output, saved, backward_fn, flags in RustFunction::forward.
-
-void write_err(const std::string& msg, char* err, int64_t err_len) {
-  if (err_len <= 0) return;
-  std::strncpy(err, msg.c_str(), static_cast<size_t>(err_len - 1));
-  err[err_len - 1] = '\0';
-}
 
 struct RustFunction : public torch::autograd::Function<RustFunction> {
   // `output` and `saved` are passed by address so autograd does not count them as inputs.

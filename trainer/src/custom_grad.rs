@@ -16,11 +16,13 @@
 //! keep both the recipe and the loop intact.
 
 use anyhow::{anyhow, bail, Result};
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::{c_char, c_int};
 use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use tch::Tensor;
 use torch_sys::C_tensor;
+
+use crate::cpp::{check, raw};
 
 type BackwardFn = extern "C" fn(
     i64,
@@ -54,8 +56,6 @@ pub trait CustomGrad {
     fn backward(flags: i64, saved: &[Tensor], grad_output: &Tensor) -> Result<Vec<Option<Tensor>>>;
 }
 
-const ERR_LEN: usize = 1024;
-
 /// Attaches `output` (computed under no_grad from `inputs`) to the graph as a node whose backward
 /// is `G::backward(flags, saved, grad)`. `saved` are kept alive by the node until it is freed.
 pub fn apply<G: CustomGrad>(
@@ -64,30 +64,27 @@ pub fn apply<G: CustomGrad>(
     saved: &[Tensor],
     flags: i64,
 ) -> Result<Tensor> {
-    let inputs: Vec<*mut C_tensor> = inputs.iter().map(|t| t.as_ptr() as *mut _).collect();
-    let saved: Vec<*mut C_tensor> = saved.iter().map(|t| t.as_ptr() as *mut _).collect();
+    let inputs: Vec<*mut C_tensor> = inputs.iter().map(|t| raw(t)).collect();
+    let saved: Vec<*mut C_tensor> = saved.iter().map(raw).collect();
     let mut result: *mut C_tensor = std::ptr::null_mut();
-    let mut err = [0 as c_char; ERR_LEN];
     // SAFETY: every pointer refers to a live tensor borrowed for the duration of the call; the C++
     // side copies the handles it keeps and hands back a new owned tensor in `result`.
-    let rc = unsafe {
+    check("custom autograd node", |err, err_len| unsafe {
         whale_custom_grad_apply(
             inputs.as_ptr(),
             inputs.len() as i64,
-            output.as_ptr() as *mut _,
+            raw(output),
             saved.as_ptr(),
             saved.len() as i64,
             trampoline::<G>,
             flags,
             &mut result,
-            err.as_mut_ptr(),
-            ERR_LEN as i64,
+            err,
+            err_len,
         )
-    };
-    if rc != 0 || result.is_null() {
-        // SAFETY: the C++ side NUL-terminates what it writes into `err`, which starts zeroed.
-        let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy();
-        bail!("custom autograd node: {msg}");
+    })?;
+    if result.is_null() {
+        bail!("custom autograd node returned no tensor");
     }
     // SAFETY: `result` was allocated by `new at::Tensor` and is owned by us from here on.
     Ok(unsafe { Tensor::from_ptr(result) })

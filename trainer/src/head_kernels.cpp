@@ -10,6 +10,8 @@
 // the GEMM operands: eight passes over a tensor the size of the chunk and a dozen op dispatches.
 // Here each row is read three times while it sits in L1 (max; exp and sum; scale), by libtorch's
 // own thread pool and its AVX2 exponential (Sleef, the one its softmax uses).
+#include "cpp_error.h"
+
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/core/grad_mode.h>
@@ -25,12 +27,6 @@
 extern "C" __attribute__((target("avx2,fma"))) __m256 Sleef_expf8_u10avx2(__m256);
 
 namespace {
-
-void write_err(const std::string& msg, char* err, int64_t err_len) {
-  if (err_len <= 0) return;
-  std::strncpy(err, msg.c_str(), static_cast<size_t>(err_len - 1));
-  err[err_len - 1] = '\0';
-}
 
 // Row `x` of `v` logits → `scale · (softmax(x) − onehot(t))` (when `grad`); returns
 // `scale · (logsumexp(x) − x[t])`.

@@ -5,6 +5,7 @@
 pub mod block;
 pub mod checkpoint;
 pub mod config;
+mod cpp;
 pub mod cross_entropy;
 pub mod custom_grad;
 pub mod data;

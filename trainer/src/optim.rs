@@ -11,11 +11,13 @@
 //! that received no gradient in a step (an expert no token was routed to) is left as it is.
 
 use std::collections::BTreeMap;
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::{c_char, c_int};
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 use torch_sys::C_tensor;
+
+use crate::cpp::{check, raw};
 
 /// AdamW hyper-parameters (DeepSeek: β 0.9/0.95, weight decay 0.1, clip 1.0).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -93,7 +95,7 @@ extern "C" {
 
 /// The raw handles of `tensors`, for the C++ side; valid while the tensors live.
 fn ptrs<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> Vec<*mut C_tensor> {
-    tensors.into_iter().map(|t| t.as_ptr() as *mut _).collect()
+    tensors.into_iter().map(raw).collect()
 }
 
 struct Param {
@@ -196,33 +198,30 @@ impl AdamW {
         let exp_avg_sqs = ptrs(group.iter().map(|(p, _)| &p.exp_avg_sq));
         let step = Tensor::from(self.steps as f32).to_device(device);
         let scale = divisor.map(|d| Tensor::from(d as f32).to_device(device));
-        let mut err = [0 as c_char; 1024];
         // SAFETY: all pointers refer to live tensors borrowed for the duration of the call; the
         // kernel updates params and moments in place and keeps no reference.
-        let rc = tch::no_grad(|| unsafe {
-            whale_fused_adamw(
-                params.as_ptr(),
-                grads.as_ptr(),
-                exp_avgs.as_ptr(),
-                exp_avg_sqs.as_ptr(),
-                params.len() as i64,
-                step.as_ptr() as *mut _,
-                lr,
-                self.cfg.beta1,
-                self.cfg.beta2,
-                weight_decay,
-                self.cfg.eps,
-                scale
-                    .as_ref()
-                    .map_or(std::ptr::null_mut(), |s| s.as_ptr() as *mut _),
-                err.as_mut_ptr(),
-                err.len() as i64,
-            )
+        let done = check("fused AdamW", |err, err_len| {
+            tch::no_grad(|| unsafe {
+                whale_fused_adamw(
+                    params.as_ptr(),
+                    grads.as_ptr(),
+                    exp_avgs.as_ptr(),
+                    exp_avg_sqs.as_ptr(),
+                    params.len() as i64,
+                    raw(&step),
+                    lr,
+                    self.cfg.beta1,
+                    self.cfg.beta2,
+                    weight_decay,
+                    self.cfg.eps,
+                    scale.as_ref().map_or(std::ptr::null_mut(), raw),
+                    err,
+                    err_len,
+                )
+            })
         });
-        if rc != 0 {
-            // SAFETY: the C++ side NUL-terminates what it writes into `err`, which starts zeroed.
-            let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy();
-            panic!("fused AdamW failed: {msg}");
+        if let Err(e) = done {
+            panic!("{e:#}");
         }
     }
 

@@ -6,6 +6,8 @@
 //   memory bound, that is most of the optimizer's time.
 // - Dropping a parameter's `.grad` (`zero_grad(set_to_none=True)`): the next backward then hands
 //   its gradient buffer over instead of adding it into a zeroed one, which saves two passes.
+#include "cpp_error.h"
+
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/_fused_adamw.h>
 
@@ -14,12 +16,6 @@
 #include <vector>
 
 namespace {
-
-void write_err(const std::string& msg, char* err, int64_t err_len) {
-  if (err_len <= 0) return;
-  std::strncpy(err, msg.c_str(), static_cast<size_t>(err_len - 1));
-  err[err_len - 1] = '\0';
-}
 
 std::vector<at::Tensor> list(at::Tensor** tensors, int64_t n) {
   std::vector<at::Tensor> out;
