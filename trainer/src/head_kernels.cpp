@@ -2,8 +2,9 @@
 //
 // Logits: with a small model dimension the logits GEMM has a short reduction (K = d) and MKL runs
 // it far below its peak on a whole `[chunk, V]` output, even with its own threads. Cut into
-// column blocks of the vocabulary, one single-threaded GEMM per block on libtorch's threads, it is
-// ~40% faster (d = 64, V = 8192, 2 cores); the gradient GEMMs (K = V and K = chunk) gain nothing.
+// column blocks of the vocabulary, one single-threaded GEMM per block on libtorch's threads, it
+// takes ~40% less time (11.1 → 7.0 ms per tiny step: d = 64, V = 8192, 2 cores); the gradient
+// GEMMs (K = V and K = chunk) gain nothing from blocking.
 //
 // Softmax cross-entropy: written with libtorch ops the step takes a softmax into a new tensor, two
 // max reductions (for the log-sum-exp), gathers, a log and a scatter for the one-hot, then scales
