@@ -119,7 +119,7 @@ fn chunked(hidden: &Tensor, weight: &Tensor, target: &Tensor, chunk: i64) -> Res
             [chunk.min(n), weight.size()[0]],
             (Kind::Float, hidden.device()),
         )?;
-        let mut grad_weight: Option<Tensor> = None;
+        let mut grad_weight = weight.f_zeros_like()?;
         for start in (0..n).step_by(chunk as usize) {
             let len = chunk.min(n - start);
             let h = hidden.f_narrow(0, start, len)?;
@@ -135,19 +135,9 @@ fn chunked(hidden: &Tensor, weight: &Tensor, target: &Tensor, chunk: i64) -> Res
             if need_grad {
                 // `logits` now holds d loss / d logits.
                 let _ = logits.f_mm_out(&grad_hidden.f_narrow(0, start, len)?, weight)?;
-                grad_weight = Some(match grad_weight {
-                    None => logits.f_tr()?.f_mm(&h)?,
-                    Some(mut g) => {
-                        let _ = g.f_addmm_(&logits.f_tr()?, &h)?;
-                        g
-                    }
-                });
+                let _ = grad_weight.f_addmm_(&logits.f_tr()?, &h)?;
             }
         }
-        let grad_weight = match grad_weight {
-            Some(g) => g,
-            None => weight.f_zeros_like()?,
-        };
         Ok((row_loss.f_sum(Kind::Float)?, [grad_hidden, grad_weight]))
     })?;
     if !need_grad {
