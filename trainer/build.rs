@@ -6,7 +6,10 @@
 //! - `src/custom_grad.cpp`: an autograd node whose backward calls Rust (`src/custom_grad.rs`);
 //! - `src/optim_kernels.cpp`: the fused AdamW kernel and gradient release (`src/optim.rs`);
 //! - `src/head_kernels.cpp`: the blocked logits GEMM and in-place softmax cross-entropy of the
-//!   fused output head (`src/cross_entropy.rs`).
+//!   fused output head (`src/cross_entropy.rs`);
+//! - `src/dist.cpp`: torch.distributed's TCPStore, Gloo process group and collectives
+//!   (`src/dist/`), with gloo's declarations from Debian's `libgloo-dev` when installed (see the
+//!   comment at the top of dist.cpp for why that is ABI-safe).
 fn main() {
     if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
@@ -17,12 +20,16 @@ fn main() {
     }
 }
 
+/// Where Debian's `libgloo-dev` puts gloo's headers (on the compiler's default include path).
+const GLOO_INCLUDE: &str = "/usr/include";
+
 /// Builds the C++ bridges against the same libtorch headers and C++ ABI as torch-sys.
 fn compile_cpp(lib_dir: &std::path::Path) {
     let srcs = [
         "src/custom_grad.cpp",
         "src/optim_kernels.cpp",
         "src/head_kernels.cpp",
+        "src/dist.cpp",
     ];
     for src in srcs.iter().chain(&["src/cpp_error.h"]) {
         println!("cargo:rerun-if-changed={src}");
@@ -30,7 +37,16 @@ fn compile_cpp(lib_dir: &std::path::Path) {
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let include = lib_dir.join("../include");
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
-    cc::Build::new()
+    let mut build = cc::Build::new();
+    // Headers only: libtorch_cpu.so carries gloo itself.
+    let gloo = std::path::Path::new(GLOO_INCLUDE).join("gloo/context.h");
+    println!("cargo:rerun-if-changed={}", gloo.display());
+    if gloo.exists() {
+        build.define("USE_C10D_GLOO", None);
+    } else {
+        println!("cargo:warning=no gloo headers in {GLOO_INCLUDE}: multi-process training on CPU is disabled (run scripts/setup, which installs libgloo-dev)");
+    }
+    build
         .cpp(true)
         .files(srcs)
         .include(&include)

@@ -26,14 +26,27 @@ impl BatchSource for Loader {
 /// Documents of 8–63 tokens in which every token is a fixed function of the previous one
 /// (`t' = (5t + 3) mod vocab`), starting from a random token: learnable from one token of context,
 /// except for each document's first token.
+///
+/// With several ranks, batch `k` of the stream is the global batch of `batch_size × world_size`
+/// rows and each rank takes its own `batch_size` rows of it (every rank generates the whole batch:
+/// the stream is for tests, where that costs nothing), so `W` ranks see what one process with a
+/// `W` times larger batch sees.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Synthetic {
     pub vocab_size: u32,
     pub window: usize,
+    /// Rows per batch of this rank.
     pub batch_size: usize,
     pub seed: u64,
-    /// Batches produced so far (the cursor).
+    /// Batches produced so far (the cursor, the same on every rank).
     pub batches: u64,
+    /// This rank's slice of each global batch: (rank, world size). Not part of the cursor.
+    #[serde(skip, default = "single_process")]
+    pub slice: (usize, usize),
+}
+
+fn single_process() -> (usize, usize) {
+    (0, 1)
 }
 
 /// splitmix64: a tiny, well-mixed generator so the stream is identical on every platform.
@@ -56,7 +69,9 @@ impl BatchSource for Synthetic {
     fn next_batch(&mut self) -> Result<Batch> {
         let mut rng = self.seed ^ self.batches.wrapping_mul(0xA24B_AED4_963E_E407);
         self.batches += 1;
-        let n = self.window * self.batch_size;
+        let (rank, world) = self.slice;
+        let rows = self.window * self.batch_size;
+        let n = rows * world;
         let (mut tokens, mut doc_start) = (Vec::with_capacity(n), Vec::with_capacity(n));
         let mut left = 0u64;
         let mut token = 0u32;
@@ -71,6 +86,10 @@ impl BatchSource for Synthetic {
             left -= 1;
             tokens.push(token);
             doc_start.push(starts);
+        }
+        if world > 1 {
+            let mine = rank * rows..(rank + 1) * rows;
+            (tokens, doc_start) = (tokens[mine.clone()].to_vec(), doc_start[mine].to_vec());
         }
         Ok(Batch { tokens, doc_start })
     }

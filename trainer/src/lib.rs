@@ -9,6 +9,8 @@ mod cpp;
 pub mod cross_entropy;
 pub mod custom_grad;
 pub mod data;
+pub mod data_parallel;
+pub mod dist;
 pub mod fp8;
 pub mod host_memory;
 pub mod info;

@@ -1,11 +1,12 @@
 //! A whole `whale train` run in a run directory: choose the data source, start fresh or resume
 //! from the newest checkpoint, step until the token budget (or `--steps`), log every step to
 //! `metrics.jsonl` and a progress bar, checkpoint periodically and at the end, and describe the
-//! run in `manifest.json`.
+//! run in `manifest.json`. As one rank of a data-parallel job, it reads its slice of the data and
+//! leaves the writing (metrics, manifest, checkpoints, progress) to rank 0.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -16,6 +17,7 @@ use tch::Device;
 use crate::checkpoint::{self, TrainerState};
 use crate::config::ModelConfig;
 use crate::data::{BatchSource, Synthetic};
+use crate::dist::{Backend, Placement, ProcessGroup};
 use crate::info::model_info;
 use crate::linear::Precision;
 use crate::train::{resume_point, MetricsLog, NonFiniteLoss, StepMetrics, TrainConfig, Trainer};
@@ -52,6 +54,10 @@ pub struct RunOptions {
     pub threads: Option<i32>,
     /// Hash of the tokenizer the shards must have been encoded with, when known.
     pub tokenizer_hash: Option<u64>,
+    /// This process's rank in a multi-process job (None: train alone).
+    pub placement: Option<Placement>,
+    /// How long a rank waits for the others (rendezvous, each collective) before failing.
+    pub dist_timeout: Duration,
 }
 
 /// The one-line result of a run.
@@ -76,9 +82,13 @@ fn open_data(
     saved: Option<&TrainerState>,
 ) -> Result<(Box<dyn BatchSource>, Option<u64>)> {
     let window = (train.seq_len + 1 + model.mtp_depth) as usize;
+    let (rank, world_size) = opts
+        .placement
+        .as_ref()
+        .map_or((0, 1), |p| (p.rank, p.world_size));
     match &opts.data {
         DataSpec::Synthetic => {
-            let source = match saved {
+            let mut source = match saved {
                 Some(state) => Synthetic::resume(&state.data)?,
                 None => Synthetic {
                     vocab_size: model.vocab_size as u32,
@@ -86,8 +96,10 @@ fn open_data(
                     batch_size: train.micro_batch as usize,
                     seed: train.seed,
                     batches: 0,
+                    slice: (0, 1),
                 },
             };
+            source.slice = (rank, world_size);
             Ok((Box::new(source), None))
         }
         DataSpec::Shards(dir) => {
@@ -96,8 +108,8 @@ fn open_data(
                 extra: model.mtp_depth as usize,
                 batch_size: train.micro_batch as usize,
                 seed: train.seed,
-                rank: 0,
-                world_size: 1,
+                rank,
+                world_size,
                 prefetch: 2,
             };
             let loader = match saved {
@@ -149,6 +161,7 @@ fn write_manifest(
         "data": data,
         "tokenizer_hash": tokenizer_hash,
         "device": format!("{:?}", opts.device),
+        "world_size": trainer.world_size(),
         "precision": format!("{:?}", opts.precision),
         "status": if summary.is_some() { "done" } else { "running" },
         "summary": summary,
@@ -159,9 +172,9 @@ fn write_manifest(
     std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
 }
 
-fn progress_bar(opts: &RunOptions, total_steps: u64, start: u64) -> ProgressBar {
+fn progress_bar(opts: &RunOptions, leader: bool, total_steps: u64, start: u64) -> ProgressBar {
     let bar = ProgressBar::new(total_steps);
-    if !opts.progress || !std::io::stderr().is_terminal() {
+    if !leader || !opts.progress || !std::io::stderr().is_terminal() {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
     bar.set_style(
@@ -212,18 +225,31 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     if let Some((dir, state)) = &saved {
         trainer.restore(dir, state)?;
     }
+    if let Some(place) = &opts.placement {
+        let backend = match opts.device {
+            Device::Cpu => Backend::Gloo,
+            _ => Backend::Nccl,
+        };
+        trainer.distribute(ProcessGroup::join(place, backend, opts.dist_timeout)?)?;
+    }
+    let leader = trainer.is_leader();
     let resumed_from_step = saved.as_ref().map(|(_, s)| s.step);
-    let mut log = MetricsLog::open(&opts.run_dir.join("metrics.jsonl"), trainer.step)?;
-    write_manifest(opts, &trainer, tokenizer_hash, None)?;
+    let metrics = opts.run_dir.join("metrics.jsonl");
+    let mut log = leader
+        .then(|| MetricsLog::open(&metrics, trainer.step))
+        .transpose()?;
+    if leader {
+        write_manifest(opts, &trainer, tokenizer_hash, None)?;
+    }
 
-    let budget_steps = train_cfg.total_tokens.div_ceil(
-        train_cfg.micro_batch
-            * train_cfg.seq_len as u64
-            * train_cfg.batch.end.div_ceil(train_cfg.micro_batch).max(1),
-    );
+    let rows = train_cfg.micro_batch * trainer.world_size();
+    let budget_steps = train_cfg
+        .total_tokens
+        .div_ceil(rows * train_cfg.seq_len as u64 * train_cfg.batch.end.div_ceil(rows).max(1));
     let last_step = opts.max_steps.unwrap_or(u64::MAX);
     let bar = progress_bar(
         opts,
+        leader,
         opts.max_steps.unwrap_or(budget_steps.max(trainer.step)),
         trainer.step,
     );
@@ -242,6 +268,9 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
             Ok(m) => m,
             Err(err) => {
                 if let Some(nan) = err.downcast_ref::<NonFiniteLoss>() {
+                    if !leader {
+                        bail!("{nan}; rank 0 saves the last good weights");
+                    }
                     let dir = checkpoint_now(&trainer, source.as_ref())?;
                     bail!(
                         "{nan}; stopped and saved the last good weights to {}",
@@ -254,10 +283,12 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         m.mfu = opts
             .peak_flops
             .map(|peak| flops_per_token * m.tokens_per_second / peak);
-        log.write(&m)?;
+        if let Some(log) = log.as_mut() {
+            log.write(&m)?;
+        }
         bar.set_position(m.step);
         bar.set_message(describe(&m));
-        if train_cfg.checkpoint_every > 0 && m.step % train_cfg.checkpoint_every == 0 {
+        if leader && train_cfg.checkpoint_every > 0 && m.step % train_cfg.checkpoint_every == 0 {
             checkpoint_now(&trainer, source.as_ref())?;
         }
         first.get_or_insert_with(|| m.clone());
@@ -265,7 +296,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     }
     bar.finish_and_clear();
     let final_dir = checkpoint::checkpoint_dir(&opts.run_dir, trainer.step);
-    let checkpoint = if final_dir.exists() {
+    let checkpoint = if !leader || final_dir.exists() {
         final_dir
     } else {
         checkpoint_now(&trainer, source.as_ref())?
@@ -283,8 +314,18 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         checkpoint,
         run_dir: opts.run_dir.clone(),
     };
-    write_manifest(opts, &trainer, tokenizer_hash, Some(&summary))?;
+    if leader {
+        write_manifest(opts, &trainer, tokenizer_hash, Some(&summary))?;
+    }
     Ok(summary)
+}
+
+/// The device of one rank: its local rank's GPU on CUDA (one process per GPU), else `device`.
+pub fn rank_device(device: Device, placement: Option<&Placement>) -> Device {
+    match (device, placement) {
+        (Device::Cuda(_), Some(p)) => Device::Cuda(p.local_rank),
+        _ => device,
+    }
 }
 
 /// Device for `--device auto|cpu|cuda`.
@@ -369,6 +410,8 @@ mod tests {
             progress: false,
             threads: None,
             tokenizer_hash: None,
+            placement: None,
+            dist_timeout: Duration::from_secs(60),
         }
     }
 

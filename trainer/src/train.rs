@@ -1,6 +1,7 @@
 //! The pretraining loop: gradient accumulation over micro-batches, global-norm clipping, AdamW with
 //! scheduled LR, the auxiliary-loss-free bias update after each optimizer step, metrics, and
-//! checkpoints that resume the exact same run.
+//! checkpoints that resume the exact same run. With several ranks the loop follows the plan of
+//! `data_parallel` (one exchange per optimizer step); alone it communicates nothing.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,8 @@ use tch::{nn, Device, Kind, Tensor};
 use crate::checkpoint::{self, TrainerState};
 use crate::config::ModelConfig;
 use crate::data::BatchSource;
+use crate::data_parallel::{DataParallel, StepStats};
+use crate::dist::ProcessGroup;
 use crate::linear::Precision;
 use crate::model::{LossWeights, Model};
 use crate::moe::update_bias;
@@ -99,6 +102,8 @@ pub struct Trainer {
     pub step: u64,
     pub tokens: u64,
     autocast: bool,
+    /// The data-parallel group this rank trains in (None: a single process).
+    parallel: Option<DataParallel>,
 }
 
 /// The loss of a step was NaN or infinite.
@@ -154,7 +159,25 @@ impl Trainer {
             step: 0,
             tokens: 0,
             autocast,
+            parallel: None,
         })
+    }
+
+    /// Trains as one rank of `group` from now on, starting from rank 0's weights (call after
+    /// `restore`, which every rank does from the same checkpoint).
+    pub fn distribute(&mut self, group: ProcessGroup) -> Result<()> {
+        self.parallel = Some(DataParallel::new(group, &self.vs)?);
+        Ok(())
+    }
+
+    /// Ranks training together (1 without a group).
+    pub fn world_size(&self) -> u64 {
+        self.parallel.as_ref().map_or(1, DataParallel::world_size)
+    }
+
+    /// Whether this process writes metrics, logs and checkpoints (rank 0, or the only process).
+    pub fn is_leader(&self) -> bool {
+        self.parallel.as_ref().is_none_or(DataParallel::is_leader)
     }
 
     /// Fraction of the token budget consumed.
@@ -196,7 +219,12 @@ impl Trainer {
     pub fn train_step(&mut self, source: &mut dyn BatchSource) -> Result<StepMetrics> {
         let started = Instant::now();
         let progress = self.progress();
-        let accumulation = self.cfg.batch.accumulation(progress, self.cfg.micro_batch);
+        let world = self.world_size();
+        // Micro-batches per rank: the global batch is spread over every rank's micro-batches.
+        let accumulation = self
+            .cfg
+            .batch
+            .accumulation(progress, self.cfg.micro_batch * world);
         let weights = LossWeights {
             mtp_lambda: self.cfg.mtp_lambda.value(progress),
             balance_alpha: self.cfg.balance_alpha,
@@ -209,7 +237,7 @@ impl Trainer {
             let losses = tch::autocast(self.autocast, || {
                 self.model.losses(&tokens, &doc_start, weights)
             });
-            (&losses.total / accumulation as f64).backward();
+            (&losses.total / (accumulation * world) as f64).backward();
             let n = accumulation as f64;
             loss += losses.total.double_value(&[]) / n;
             main += losses.main.double_value(&[]) / n;
@@ -228,6 +256,20 @@ impl Trainer {
                     .collect();
             }
         }
+        let anywhere = match &self.parallel {
+            Some(dp) => {
+                let mut stats = StepStats {
+                    means: vec![loss, main, mtp, balance],
+                    loads,
+                };
+                let anywhere = dp.reduce_stats(&mut stats)?;
+                let m = &stats.means;
+                (loss, main, mtp, balance) = (m[0], m[1], m[2], m[3]);
+                loads = stats.loads;
+                Some(anywhere)
+            }
+            None => None,
+        };
         if !loss.is_finite() {
             self.optimizer.zero_grad();
             return Err(NonFiniteLoss {
@@ -235,6 +277,9 @@ impl Trainer {
                 loss,
             }
             .into());
+        }
+        if let (Some(dp), Some(anywhere)) = (&self.parallel, &anywhere) {
+            dp.reduce_gradients(anywhere)?;
         }
         let lr = self.cfg.lr.lr(self.step, progress);
         let grad_norm = self.optimizer.step(lr);
@@ -252,7 +297,8 @@ impl Trainer {
             }
         }
         self.step += 1;
-        let step_tokens = accumulation * self.cfg.micro_batch * self.cfg.seq_len as u64;
+        let step_sequences = accumulation * self.cfg.micro_batch * world;
+        let step_tokens = step_sequences * self.cfg.seq_len as u64;
         self.tokens += step_tokens;
         let step_seconds = started.elapsed().as_secs_f64();
         Ok(StepMetrics {
@@ -266,7 +312,7 @@ impl Trainer {
             grad_norm,
             mtp_lambda: weights.mtp_lambda,
             bias_gamma: gamma,
-            batch_sequences: accumulation * self.cfg.micro_batch,
+            batch_sequences: step_sequences,
             expert_load,
             step_seconds,
             tokens_per_second: step_tokens as f64 / step_seconds.max(1e-9),
@@ -384,6 +430,7 @@ mod tests {
             batch_size: cfg.micro_batch as usize,
             seed: 9,
             batches: 0,
+            slice: (0, 1),
         }
     }
 

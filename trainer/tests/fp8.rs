@@ -39,6 +39,7 @@ fn losses(precision: &Precision) -> Vec<f64> {
         batch_size: cfg.micro_batch as usize,
         seed: 9,
         batches: 0,
+        slice: (0, 1),
     };
     (0..STEPS)
         .map(|_| trainer.train_step(&mut data).unwrap().main_loss)

@@ -1,0 +1,38 @@
+//! `whale-train`: the half of whale that links libtorch. `whale train …` and `whale model …` run
+//! this binary (found beside `whale`), so the data stages never load libtorch and a data-only
+//! install needs no torch wheel. It can also be run directly: `whale-train train …`.
+
+mod model;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+/// whale's trainer: pretrain a DeepSeek-style model on token shards and inspect model configs.
+///
+/// Usually reached as `whale train …` / `whale model …`; run `whale train --help`.
+#[derive(Parser)]
+#[command(name = "whale", bin_name = "whale", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Pretrain the DeepSeek-V3-style model (MLA, DeepSeekMoE, MTP) on token shards.
+    Train(Box<train::Args>),
+    /// Inspect a model config: parameters, KV cache, FLOPs (`whale model info CONFIG`).
+    Model(model::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => train::run(*args),
+        Command::Model(args) => model::run(args),
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,190 @@
+// torch.distributed's C++ engine (c10d), which tch does not wrap, for `src/dist/`: the TCPStore
+// rendezvous, the Gloo process group (CPU tensors) and the collectives data parallelism needs,
+// each returning a `c10d::Work` that Rust waits on with a timeout.
+//
+// Gloo's headers: `ProcessGroupGloo.hpp` includes `<gloo/...>`, which the torch wheel does not
+// ship. build.rs compiles this file against Debian's `libgloo-dev` headers (scripts/setup installs
+// them) and never links Debian's libgloo: every gloo type appears in `ProcessGroupGloo` only behind
+// `std::shared_ptr` / `std::unique_ptr`, so the class layout this file sees (what `make_intrusive`
+// allocates) is independent of the gloo version, and this file calls nothing of gloo itself: only
+// the constructor, `Options::create_default` and the virtual collectives that libtorch_cpu.so
+// exports, all compiled against the gloo bundled in the wheel. Without those headers (build.rs
+// finds none) the file still builds and creating a Gloo group fails with an error saying so.
+//
+// NCCL (CUDA tensors) is not compiled in yet: `ProcessGroupNCCL.hpp` needs the CUDA toolkit's
+// headers, which this build does not look for; creating an NCCL group says so.
+#include "cpp_error.h"
+
+#include <ATen/core/Tensor.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef USE_C10D_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace {
+
+using Store = c10::intrusive_ptr<c10d::Store>;
+using Backend = c10::intrusive_ptr<c10d::Backend>;
+using Work = c10::intrusive_ptr<c10d::Work>;
+
+// Runs `body`, turning an exception into the error protocol of cpp_error.h.
+template <typename F>
+int guarded(char* err, int64_t err_len, F body) {
+  try {
+    body();
+    return 0;
+  } catch (const std::exception& e) {
+    write_err(e.what(), err, err_len);
+    return 1;
+  }
+}
+
+// Hands a reference of `p` over to Rust, which gives it back to the matching `*_free`.
+template <typename T>
+void* release(c10::intrusive_ptr<T> p) {
+  return p.release();
+}
+
+c10d::Backend* backend(void* pg) { return static_cast<c10d::Backend*>(pg); }
+
+// A collective's Work, handed to Rust.
+int launched(Work work, void** out) {
+  *out = release(std::move(work));
+  return 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+// A TCPStore client of `host:port`, or its server too when `is_server` (rank 0 hosts it unless
+// torchrun's agent does). Keys live under `prefix` when it is not empty (torchrun's agent store
+// keeps each restart attempt apart that way). Connecting gives up after `timeout_ms`.
+int whale_dist_store_new(const char* host, int port, int is_server, int world_size,
+                         const char* prefix, int64_t timeout_ms, void** out, char* err,
+                         int64_t err_len) {
+  return guarded(err, err_len, [&] {
+    c10d::TCPStoreOptions opts;
+    opts.port = static_cast<std::uint16_t>(port);
+    opts.isServer = is_server != 0;
+    opts.numWorkers = static_cast<std::size_t>(world_size);
+    opts.waitWorkers = false;
+    opts.timeout = std::chrono::milliseconds(timeout_ms);
+    Store store = c10::make_intrusive<c10d::TCPStore>(host, opts);
+    if (prefix != nullptr && prefix[0] != '\0') {
+      store = c10::make_intrusive<c10d::PrefixStore>(prefix, store);
+    }
+    *out = release(std::move(store));
+  });
+}
+
+void whale_dist_store_free(void* store) {
+  c10::intrusive_ptr<c10d::Store>::reclaim(static_cast<c10d::Store*>(store));
+}
+
+// The Gloo process group of `world_size` ranks meeting through `store`, its sockets bound to
+// `bind_host` (empty: the address of this machine's host name, as torch.distributed does); every
+// collective it runs gives up after `timeout_ms` (a peer that died or hangs).
+int whale_dist_gloo_new(void* store, int rank, int world_size, const char* bind_host,
+                        int64_t timeout_ms, void** out, char* err, int64_t err_len) {
+  return guarded(err, err_len, [&] {
+#ifdef USE_C10D_GLOO
+    using Gloo = c10d::ProcessGroupGloo;
+    auto timeout = std::chrono::milliseconds(timeout_ms);
+    auto opts = Gloo::Options::create_default(timeout);
+    if (bind_host[0] != '\0') opts->devices = {Gloo::createDeviceForHostname(bind_host)};
+    Store s = c10::intrusive_ptr<c10d::Store>::reclaim_copy(static_cast<c10d::Store*>(store));
+    Backend pg = c10::make_intrusive<Gloo>(s, rank, world_size, opts);
+    *out = release(std::move(pg));
+#else
+    (void)store, (void)rank, (void)world_size, (void)bind_host, (void)timeout_ms, (void)out;
+    throw std::runtime_error(
+        "this whale-train was built without gloo's headers (no /usr/include/gloo): run "
+        "scripts/setup (it installs libgloo-dev) and rebuild");
+#endif
+  });
+}
+
+// NCCL is not compiled in: always an error naming what is missing.
+int whale_dist_nccl_new(void*, int, int, const char*, int64_t, void**, char* err,
+                        int64_t err_len) {
+  write_err(
+      "the NCCL process group (CUDA tensors) is not compiled into this whale-train yet: it needs "
+      "the CUDA toolkit headers and a shim for c10d::ProcessGroupNCCL; train with --device cpu "
+      "(Gloo) meanwhile",
+      err, err_len);
+  return 1;
+}
+
+void whale_dist_pg_free(void* pg) { c10::intrusive_ptr<c10d::Backend>::reclaim(backend(pg)); }
+
+// Broadcasts `*t` from rank `root` into `*t` of every rank.
+int whale_dist_broadcast(void* pg, at::Tensor* t, int root, void** work, char* err,
+                         int64_t err_len) {
+  return guarded(err, err_len, [&] {
+    std::vector<at::Tensor> ts{*t};
+    c10d::BroadcastOptions opts;
+    opts.rootRank = root;
+    launched(backend(pg)->broadcast(ts, opts), work);
+  });
+}
+
+// All-reduces `*t` in place: SUM, or AVG (NCCL only; Gloo has no AVG and Rust divides a SUM).
+int whale_dist_all_reduce(void* pg, at::Tensor* t, int avg, void** work, char* err,
+                          int64_t err_len) {
+  return guarded(err, err_len, [&] {
+    std::vector<at::Tensor> ts{*t};
+    c10d::AllreduceOptions opts;
+    opts.reduceOp = avg != 0 ? c10d::ReduceOp::AVG : c10d::ReduceOp::SUM;
+    launched(backend(pg)->allreduce(ts, opts), work);
+  });
+}
+
+// Sums `*input` (world_size equal chunks) over ranks and leaves chunk `rank` in `*output`.
+int whale_dist_reduce_scatter(void* pg, at::Tensor* output, at::Tensor* input, void** work,
+                              char* err, int64_t err_len) {
+  return guarded(err, err_len, [&] {
+    launched(backend(pg)->_reduce_scatter_base(*output, *input), work);
+  });
+}
+
+// Concatenates every rank's `*input` into `*output` (world_size times its size), in rank order.
+int whale_dist_all_gather(void* pg, at::Tensor* output, at::Tensor* input, void** work,
+                          char* err, int64_t err_len) {
+  return guarded(err, err_len, [&] {
+    launched(backend(pg)->_allgather_base(*output, *input), work);
+  });
+}
+
+int whale_dist_barrier(void* pg, void** work, char* err, int64_t err_len) {
+  return guarded(err, err_len, [&] { launched(backend(pg)->barrier(), work); });
+}
+
+// Waits for `work` to finish, at most `timeout_ms`; an error or the timeout is an error.
+int whale_dist_wait(void* work, int64_t timeout_ms, char* err, int64_t err_len) {
+  return guarded(err, err_len, [&] {
+    if (!static_cast<c10d::Work*>(work)->wait(std::chrono::milliseconds(timeout_ms))) {
+      throw std::runtime_error("timed out");
+    }
+  });
+}
+
+// Gives each of the `n` tensors that has no `.grad` a zero one: a parameter that this rank's tokens
+// did not reach (an expert) still takes part in the gradient all-reduce when another rank's did.
+int whale_dist_zero_missing_grads(at::Tensor** tensors, int64_t n, char* err, int64_t err_len) {
+  return guarded(err, err_len, [&] {
+    for (int64_t i = 0; i < n; ++i) {
+      if (!tensors[i]->grad().defined()) tensors[i]->mutable_grad() = at::zeros_like(*tensors[i]);
+    }
+  });
+}
+
+void whale_dist_work_free(void* work) {
+  c10::intrusive_ptr<c10d::Work>::reclaim(static_cast<c10d::Work*>(work));
+}
+}

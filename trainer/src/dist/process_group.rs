@@ -1,0 +1,372 @@
+//! A torch.distributed process group (c10d, through `src/dist.cpp`): the TCPStore rendezvous, the
+//! Gloo (CPU) or NCCL (CUDA) backend, and the collectives data parallelism needs. Every collective
+//! returns a [`Work`] that is waited on with the group's timeout, so a peer that died or hangs ends
+//! the job with an error instead of a silent hang.
+
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tch::Tensor;
+use torch_sys::C_tensor;
+
+use crate::cpp::{check, raw};
+use crate::dist::placement::Placement;
+
+extern "C" {
+    fn whale_dist_store_new(
+        host: *const c_char,
+        port: c_int,
+        is_server: c_int,
+        world_size: c_int,
+        prefix: *const c_char,
+        timeout_ms: i64,
+        out: *mut *mut c_void,
+        err: *mut c_char,
+        err_len: i64,
+    ) -> c_int;
+    fn whale_dist_store_free(store: *mut c_void);
+    fn whale_dist_gloo_new(
+        store: *mut c_void,
+        rank: c_int,
+        world_size: c_int,
+        bind_host: *const c_char,
+        timeout_ms: i64,
+        out: *mut *mut c_void,
+        err: *mut c_char,
+        err_len: i64,
+    ) -> c_int;
+    fn whale_dist_nccl_new(
+        store: *mut c_void,
+        rank: c_int,
+        world_size: c_int,
+        bind_host: *const c_char,
+        timeout_ms: i64,
+        out: *mut *mut c_void,
+        err: *mut c_char,
+        err_len: i64,
+    ) -> c_int;
+    fn whale_dist_pg_free(pg: *mut c_void);
+    fn whale_dist_broadcast(
+        pg: *mut c_void,
+        t: *mut C_tensor,
+        root: c_int,
+        work: *mut *mut c_void,
+        err: *mut c_char,
+        err_len: i64,
+    ) -> c_int;
+    fn whale_dist_all_reduce(
+        pg: *mut c_void,
+        t: *mut C_tensor,
+        avg: c_int,
+        work: *mut *mut c_void,
+        err: *mut c_char,
+        err_len: i64,
+    ) -> c_int;
+    fn whale_dist_reduce_scatter(
+        pg: *mut c_void,
+        output: *mut C_tensor,
+        input: *mut C_tensor,
+        work: *mut *mut c_void,
+        err: *mut c_char,
+        err_len: i64,
+    ) -> c_int;
+    fn whale_dist_all_gather(
+        pg: *mut c_void,
+        output: *mut C_tensor,
+        input: *mut C_tensor,
+        work: *mut *mut c_void,
+        err: *mut c_char,
+        err_len: i64,
+    ) -> c_int;
+    fn whale_dist_barrier(
+        pg: *mut c_void,
+        work: *mut *mut c_void,
+        err: *mut c_char,
+        err_len: i64,
+    ) -> c_int;
+    fn whale_dist_wait(work: *mut c_void, timeout_ms: i64, err: *mut c_char, err_len: i64)
+        -> c_int;
+    fn whale_dist_work_free(work: *mut c_void);
+}
+
+/// Which c10d backend moves the tensors: Gloo for CPU tensors, NCCL for CUDA tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Gloo,
+    Nccl,
+}
+
+/// How an all-reduce combines the ranks' tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceOp {
+    Sum,
+    Avg,
+}
+
+/// Owns a c10d handle (a store, group or work) and frees it with `free`.
+struct Handle {
+    ptr: *mut c_void,
+    free: unsafe extern "C" fn(*mut c_void),
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from the matching `*_new` / collective and is freed once, here.
+        unsafe { (self.free)(self.ptr) }
+    }
+}
+
+/// One process's membership of a group of `world_size` ranks.
+pub struct ProcessGroup {
+    // Field order is drop order: the group before the store it talks through.
+    pg: Handle,
+    _store: Handle,
+    backend: Backend,
+    pub rank: usize,
+    pub world_size: usize,
+    timeout: Duration,
+}
+
+/// A launched collective; [`Work::wait`] finishes it.
+#[must_use = "a collective is only done once waited on"]
+pub struct Work {
+    handle: Handle,
+    what: &'static str,
+    timeout: Duration,
+    /// Gloo has no AVG: the SUM is divided by the world size once it is done.
+    divide: Option<(Tensor, f64)>,
+}
+
+impl Work {
+    /// Blocks until the collective is done on this rank; an error names the collective and says
+    /// what to look at when it is a dead or hung peer.
+    pub fn wait(self) -> Result<()> {
+        check(self.what, |err, len| {
+            // SAFETY: the handle is a live c10d::Work.
+            unsafe { whale_dist_wait(self.handle.ptr, millis(self.timeout), err, len) }
+        })
+        .with_context(|| {
+            format!(
+                "a peer rank died or stopped answering within {:?} (see the other ranks' errors)",
+                self.timeout
+            )
+        })?;
+        if let Some((t, n)) = &self.divide {
+            let _ = tch::no_grad(|| t.shallow_clone().g_div_scalar_(*n));
+        }
+        Ok(())
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+/// Calls a `*_new` entry point and owns what it returned.
+fn create(
+    what: &str,
+    free: unsafe extern "C" fn(*mut c_void),
+    call: impl FnOnce(*mut *mut c_void, *mut c_char, i64) -> c_int,
+) -> Result<Handle> {
+    let mut ptr = std::ptr::null_mut();
+    check(what, |err, len| call(&mut ptr, err, len))?;
+    Ok(Handle { ptr, free })
+}
+
+impl ProcessGroup {
+    /// Joins the group `place` describes: connects to (rank 0 or torchrun's agent: hosts) the
+    /// TCPStore at `master_addr:master_port`, then builds `backend` over it. Every step, and every
+    /// later collective, gives up after `timeout`.
+    pub fn join(place: &Placement, backend: Backend, timeout: Duration) -> Result<Self> {
+        let host = CString::new(place.master_addr.as_str())?;
+        let prefix = CString::new(place.store_prefix().unwrap_or_default())?;
+        // A job on loopback stays on loopback; otherwise the host name's address, as torch does.
+        let bind = CString::new(if place.on_loopback() { "127.0.0.1" } else { "" })?;
+        let store = create(
+            &format!(
+                "rank {}: TCPStore at {}:{}",
+                place.rank, place.master_addr, place.master_port
+            ),
+            whale_dist_store_free,
+            |out, err, len| unsafe {
+                // SAFETY: the strings outlive the call; the store copies them.
+                whale_dist_store_new(
+                    host.as_ptr(),
+                    place.master_port as c_int,
+                    place.hosts_store() as c_int,
+                    place.world_size as c_int,
+                    prefix.as_ptr(),
+                    millis(timeout),
+                    out,
+                    err,
+                    len,
+                )
+            },
+        )?;
+        let new = match backend {
+            Backend::Gloo => whale_dist_gloo_new,
+            Backend::Nccl => whale_dist_nccl_new,
+        };
+        let pg = create(
+            &format!("rank {}: {backend:?} process group", place.rank),
+            whale_dist_pg_free,
+            |out, err, len| unsafe {
+                // SAFETY: `store` is live; the group keeps its own reference to it.
+                new(
+                    store.ptr,
+                    place.rank as c_int,
+                    place.world_size as c_int,
+                    bind.as_ptr(),
+                    millis(timeout),
+                    out,
+                    err,
+                    len,
+                )
+            },
+        )?;
+        Ok(Self {
+            pg,
+            _store: store,
+            backend,
+            rank: place.rank,
+            world_size: place.world_size,
+            timeout,
+        })
+    }
+
+    fn launch(
+        &self,
+        what: &'static str,
+        call: impl FnOnce(*mut c_void, *mut *mut c_void, *mut c_char, i64) -> c_int,
+    ) -> Result<Work> {
+        let handle = create(what, whale_dist_work_free, |out, err, len| {
+            call(self.pg.ptr, out, err, len)
+        })?;
+        Ok(Work {
+            handle,
+            what,
+            timeout: self.timeout,
+            divide: None,
+        })
+    }
+
+    /// Overwrites `t` on every rank with rank `root`'s `t`.
+    pub fn broadcast(&self, t: &Tensor, root: usize) -> Result<Work> {
+        self.launch("broadcast", |pg, work, err, len| unsafe {
+            // SAFETY: `t` lives until the work is waited on (the caller holds it).
+            whale_dist_broadcast(pg, raw(t), root as c_int, work, err, len)
+        })
+    }
+
+    /// Combines `t` over all ranks, in place.
+    pub fn all_reduce(&self, t: &Tensor, op: ReduceOp) -> Result<Work> {
+        let native_avg = op == ReduceOp::Avg && self.backend == Backend::Nccl;
+        let mut work = self.launch("all-reduce", |pg, work, err, len| unsafe {
+            // SAFETY: as in `broadcast`.
+            whale_dist_all_reduce(pg, raw(t), native_avg as c_int, work, err, len)
+        })?;
+        if op == ReduceOp::Avg && !native_avg {
+            work.divide = Some((t.shallow_clone(), self.world_size as f64));
+        }
+        Ok(work)
+    }
+
+    /// Sums `input` (`world_size` equal chunks along dim 0, flattened) over ranks; this rank's
+    /// chunk of the sum lands in `output`.
+    pub fn reduce_scatter(&self, output: &Tensor, input: &Tensor) -> Result<Work> {
+        self.launch("reduce-scatter", |pg, work, err, len| unsafe {
+            // SAFETY: as in `broadcast`.
+            whale_dist_reduce_scatter(pg, raw(output), raw(input), work, err, len)
+        })
+    }
+
+    /// Concatenates every rank's `input`, in rank order, into `output`.
+    pub fn all_gather(&self, output: &Tensor, input: &Tensor) -> Result<Work> {
+        self.launch("all-gather", |pg, work, err, len| unsafe {
+            // SAFETY: as in `broadcast`.
+            whale_dist_all_gather(pg, raw(output), raw(input), work, err, len)
+        })
+    }
+
+    /// Returns once every rank has reached it.
+    pub fn barrier(&self) -> Result<()> {
+        self.launch("barrier", |pg, work, err, len| unsafe {
+            // SAFETY: the group is live.
+            whale_dist_barrier(pg, work, err, len)
+        })?
+        .wait()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, Kind};
+
+    use super::*;
+    use crate::dist::placement::free_port;
+
+    /// Runs `body(group)` on `world` ranks, one thread each, over loopback.
+    fn on_ranks<T: Send>(world: usize, body: impl Fn(ProcessGroup) -> T + Sync) -> Vec<T> {
+        let port = free_port().unwrap();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..world)
+                .map(|rank| {
+                    let body = &body;
+                    s.spawn(move || {
+                        let place = Placement::local(rank, world, port);
+                        let pg = ProcessGroup::join(&place, Backend::Gloo, Duration::from_secs(20))
+                            .unwrap();
+                        body(pg)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    fn values(t: &Tensor) -> Vec<f32> {
+        Vec::<f32>::try_from(&t.view([-1])).unwrap()
+    }
+
+    #[test]
+    fn collectives_over_gloo() {
+        let got = on_ranks(2, |pg| {
+            let r = pg.rank as f32;
+            let opts = (Kind::Float, Device::Cpu);
+            let b = Tensor::full([3], f64::from(r) + 5.0, opts);
+            pg.broadcast(&b, 1).unwrap().wait().unwrap();
+            let sum = Tensor::from_slice(&[r, 10.0 * r]);
+            pg.all_reduce(&sum, ReduceOp::Sum).unwrap().wait().unwrap();
+            let avg = Tensor::from_slice(&[r, 3.0]);
+            pg.all_reduce(&avg, ReduceOp::Avg).unwrap().wait().unwrap();
+            // Rank r contributes [r, r, r+10, r+10]: the sum is [1, 1, 21, 21].
+            let input = Tensor::from_slice(&[r, r, r + 10.0, r + 10.0]);
+            let shard = Tensor::zeros([2], opts);
+            pg.reduce_scatter(&shard, &input).unwrap().wait().unwrap();
+            let gathered = Tensor::zeros([4], opts);
+            pg.all_gather(&gathered, &shard).unwrap().wait().unwrap();
+            pg.barrier().unwrap();
+            [&b, &sum, &avg, &shard, &gathered].map(values)
+        });
+        for (rank, [b, sum, avg, shard, gathered]) in got.into_iter().enumerate() {
+            assert_eq!(b, [6.0; 3], "broadcast from rank 1");
+            assert_eq!(sum, [1.0, 10.0]);
+            assert_eq!(avg, [0.5, 3.0]);
+            assert_eq!(shard, [[1.0, 1.0], [21.0, 21.0]][rank]);
+            assert_eq!(gathered, [1.0, 1.0, 21.0, 21.0]);
+        }
+    }
+
+    #[test]
+    fn a_missing_peer_is_a_timeout_error_not_a_hang() {
+        let port = free_port().unwrap();
+        let place = Placement::local(0, 2, port);
+        let started = std::time::Instant::now();
+        let err = ProcessGroup::join(&place, Backend::Gloo, Duration::from_secs(2))
+            .err()
+            .expect("rank 1 never comes");
+        assert!(started.elapsed() < Duration::from_secs(15), "gave up late");
+        assert!(format!("{err:#}").contains("rank 0"), "{err:#}");
+    }
+}

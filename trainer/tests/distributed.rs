@@ -1,0 +1,253 @@
+//! Multi-process data-parallel training end to end: `whale-train train --nproc 2` on CPU (Gloo over
+//! 127.0.0.1) against one process, on the `tiny` model and a shard holding one long document (so
+//! every micro-batch has the same number of targets and a mean over 2B sequences equals the mean
+//! of two means over B).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use shards::{Dtype, Header, ShardWriter, WriterConfig};
+use tch::Tensor;
+use trainer::schedule::{BatchRamp, LrSchedule};
+use trainer::train::TrainConfig;
+
+mod common;
+
+const VOCAB: u32 = 64;
+
+/// One document of 20k tokens following `t' = (5t + 3) mod 64`, tokenizer hash 7.
+fn write_shards(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let header = Header {
+        dtype: Dtype::for_vocab(VOCAB),
+        vocab_size: VOCAB,
+        tokenizer_hash: 7,
+        seed: 0,
+        bos_id: None,
+        eos_id: None,
+    };
+    let mut w = ShardWriter::create(&dir.join("part-0.shard"), WriterConfig::new(header)).unwrap();
+    let mut t = 1;
+    let doc: Vec<u32> = (0..20_000)
+        .map(|_| {
+            let cur = t;
+            t = (5 * t + 3) % VOCAB;
+            cur
+        })
+        .collect();
+    w.push_doc(&doc).unwrap();
+    w.finish().unwrap();
+}
+
+/// A recipe with a global batch of 8 sequences of 32 tokens, as `micro_batch` per rank.
+fn write_config(path: &Path, micro_batch: u64) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/train.toml");
+    let mut cfg = TrainConfig::from_file(&repo).unwrap();
+    cfg.seq_len = 32;
+    cfg.micro_batch = micro_batch;
+    cfg.batch = BatchRamp {
+        start: 8,
+        end: 8,
+        ramp: 0.0,
+    };
+    cfg.lr = LrSchedule::Constant {
+        max_lr: 3e-3,
+        warmup_steps: 2,
+    };
+    cfg.checkpoint_every = 2;
+    std::fs::write(path, toml::to_string(&cfg).unwrap()).unwrap();
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        write_shards(&root.join("shards"));
+        for b in [4, 8] {
+            write_config(&root.join(format!("b{b}.toml")), b);
+        }
+        Self { _dir: dir, root }
+    }
+
+    fn args(&self, run: &str, micro_batch: u64, extra: &[&str]) -> Vec<String> {
+        let path = |p: &str| self.root.join(p).to_str().unwrap().to_string();
+        let mut args: Vec<String> = [
+            "train",
+            "--shards",
+            &path("shards"),
+            "--config",
+            &path(&format!("b{micro_batch}.toml")),
+            "--out",
+            &path(run),
+            "--threads",
+            "1",
+            "--dist-timeout",
+            "30",
+            "--json",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    fn train(&self, run: &str, micro_batch: u64, extra: &[&str]) -> serde_json::Value {
+        let args = self.args(run, micro_batch, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        serde_json::from_slice(&common::whale_train(&args).stdout).unwrap()
+    }
+
+    fn metrics(&self, run: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.root.join(run).join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn weights(&self, run: &str, step: u64) -> Vec<(String, Tensor)> {
+        let file = self
+            .root
+            .join(run)
+            .join(format!("checkpoints/step-{step:08}/model.safetensors"));
+        let mut named = Tensor::read_safetensors(file).unwrap();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        named
+    }
+}
+
+fn close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol * a.abs().max(b.abs()).max(1e-3)
+}
+
+/// 2 ranks × micro-batch 4 (run in two parts, resumed at step 2) against 1 rank × 8, then the
+/// 2-rank checkpoint of step 2 resumed on 1 rank: same losses, gradient norms, expert loads and
+/// weights, within fp32 reduction order.
+#[test]
+fn two_ranks_match_one_rank_with_twice_the_micro_batch() {
+    let s = Setup::new();
+    let one = s.train("one", 8, &["--steps", "4"]);
+    assert_eq!(one["steps"], 4);
+    s.train("two", 4, &["--steps", "2", "--nproc", "2"]);
+    let two = s.train("two", 4, &["--steps", "4", "--resume", "--nproc", "2"]);
+    assert_eq!(two["resumed_from_step"], 2);
+    assert_eq!(two["tokens"], one["tokens"], "the global batch is the same");
+
+    let (m1, m2) = (s.metrics("one"), s.metrics("two"));
+    assert_eq!(m2.len(), 4, "rank 0 alone writes metrics");
+    for (a, b) in m1.iter().zip(&m2) {
+        for key in ["loss", "main_loss", "mtp_loss", "grad_norm"] {
+            let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
+            assert!(close(x, y, 1e-4), "step {} {key}: {x} vs {y}", a["step"]);
+        }
+        assert_eq!(a["expert_load"], b["expert_load"], "step {}", a["step"]);
+        assert_eq!(b["batch_sequences"], 8);
+    }
+    let worst = s
+        .weights("one", 4)
+        .iter()
+        .zip(s.weights("two", 4))
+        .map(|((n1, a), (n2, b))| {
+            assert_eq!(n1, &n2);
+            (a - b).abs().max().double_value(&[])
+        })
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-4, "weights differ by {worst}");
+
+    // The step-2 checkpoint of two ranks, resumed on one (micro-batch 4 × 2 accumulations).
+    let copy = s.root.join("two-then-one");
+    let ckpt = copy.join("checkpoints");
+    std::fs::create_dir_all(&ckpt).unwrap();
+    let step2 = s.root.join("two/checkpoints/step-00000002");
+    let dest = ckpt.join("step-00000002");
+    std::fs::create_dir_all(&dest).unwrap();
+    for f in std::fs::read_dir(&step2).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), dest.join(f.file_name())).unwrap();
+    }
+    s.train("two-then-one", 4, &["--steps", "4", "--resume"]);
+    let m3 = s.metrics("two-then-one");
+    assert_eq!(m3.len(), 2, "steps 3 and 4");
+    for (a, b) in m1[2..].iter().zip(&m3) {
+        let (x, y) = (a["loss"].as_f64().unwrap(), b["loss"].as_f64().unwrap());
+        assert!(close(x, y, 1e-4), "step {}: {x} vs {y}", a["step"]);
+    }
+}
+
+/// Pids of the direct children of `parent` (Linux /proc), with their RANK variable.
+fn ranks_of(parent: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The fields after the parenthesized command name: state, ppid, …
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let ppid: u32 = after.split(' ').nth(1).unwrap().parse().unwrap();
+        if ppid != parent {
+            continue;
+        }
+        let env = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let rank = env
+            .split(|&b| b == 0)
+            .filter_map(|kv| kv.strip_prefix(b"RANK="))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .next();
+        if let Some(rank) = rank {
+            out.push((pid, rank));
+        }
+    }
+    out
+}
+
+/// Killing rank 1 in the middle of training ends the whole job quickly, with an error naming it.
+#[test]
+fn a_killed_rank_ends_the_job_naming_it() {
+    let s = Setup::new();
+    let args = s.args("killed", 4, &["--steps", "100000", "--nproc", "2"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut job = common::command(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = s.root.join("killed/metrics.jsonl");
+    let started = Instant::now();
+    while std::fs::metadata(&metrics).map_or(true, |m| m.len() == 0) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "training never started"
+        );
+        assert!(job.try_wait().unwrap().is_none(), "the job ended early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ranks = ranks_of(job.id());
+    let pid = |r: &str| {
+        ranks
+            .iter()
+            .find(|(_, rank)| rank == r)
+            .unwrap_or_else(|| panic!("rank {r} is a child of the launcher: {ranks:?}"))
+            .0
+    };
+    let (pid, survivor) = (pid("1"), pid("0"));
+    // SAFETY: plain kill(2) of a process this test started (through the launcher).
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let killed = Instant::now();
+    let out = job.wait_with_output().unwrap();
+    assert!(killed.elapsed() < Duration::from_secs(20), "ended late");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("rank 1 of 2 failed"), "{stderr}");
+    assert!(
+        !Path::new(&format!("/proc/{survivor}")).exists(),
+        "rank 0 was stopped and reaped"
+    );
+}
