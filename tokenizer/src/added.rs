@@ -1,7 +1,8 @@
-//! Added and special tokens: found in the raw text before pre-tokenization, as HF's
-//! `AddedVocabulary` does (leftmost-longest, tokens with `normalized: false` first, then the
-//! others inside what is left, honouring `single_word`, `lstrip` and `rstrip`).
+//! Added and special tokens: found before pre-tokenization, as HF's `AddedVocabulary` does
+//! (leftmost-longest; tokens with `normalized: false` in the raw text first, then the others in
+//! the normalized text of what is left; honouring `single_word`, `lstrip` and `rstrip`).
 
+use crate::normalizer::Normalizer;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
@@ -38,70 +39,104 @@ impl AddedToken {
     }
 }
 
-/// A stretch of input: plain text to pre-tokenize, or an added token's id.
+/// A stretch of input: (normalized) plain text to pre-tokenize, or an added token's id.
 pub enum Segment<'a> {
     Text(&'a str),
     Token(u32),
 }
 
-/// The matcher over a tokenizer's added tokens.
-pub struct AddedVocab {
-    pub tokens: Vec<AddedToken>,
-    raw: Option<(AhoCorasick, Vec<usize>)>,
-    normalized: Option<(AhoCorasick, Vec<usize>)>,
+/// One leftmost-longest matcher: the automaton and, per pattern, the index of its token.
+struct Matcher {
+    automaton: AhoCorasick,
+    tokens: Vec<usize>,
 }
 
-fn trie(tokens: &[AddedToken], normalized: bool) -> Result<Option<(AhoCorasick, Vec<usize>)>> {
-    let idx: Vec<usize> = (0..tokens.len())
-        .filter(|&i| tokens[i].normalized == normalized && !tokens[i].content.is_empty())
-        .collect();
-    if idx.is_empty() {
+/// The added tokens of a tokenizer, and the two matchers HF builds over them: one for tokens
+/// with `normalized: false`, run on the raw text, one for the others, run on normalized text and
+/// holding their normalized contents.
+pub struct AddedVocab {
+    pub tokens: Vec<AddedToken>,
+    raw: Option<Matcher>,
+    normalized: Option<Matcher>,
+}
+
+/// The matcher over `patterns`: (token index, text to match) in priority order. No matcher when
+/// there is nothing to match.
+fn matcher(patterns: Vec<(usize, String)>) -> Result<Option<Matcher>> {
+    if patterns.is_empty() {
         return Ok(None);
     }
-    let ac = AhoCorasickBuilder::new()
+    let automaton = AhoCorasickBuilder::new()
         .match_kind(MatchKind::LeftmostLongest)
-        .build(idx.iter().map(|&i| &tokens[i].content))
+        .build(patterns.iter().map(|(_, p)| p))
         .map_err(|e| anyhow!("cannot index added tokens: {e}"))?;
-    Ok(Some((ac, idx)))
+    Ok(Some(Matcher {
+        automaton,
+        tokens: patterns.into_iter().map(|(i, _)| i).collect(),
+    }))
 }
 
 impl AddedVocab {
-    pub fn new(tokens: Vec<AddedToken>) -> Result<AddedVocab> {
+    /// Indexes `tokens` (non-empty, distinct contents) as HF's `AddedVocabulary` does: special
+    /// tokens come before the others (which decides between two normalized tokens that
+    /// normalize to the same text), and `normalized` tokens match by their normalized content.
+    pub fn new(tokens: Vec<AddedToken>, normalizer: &Normalizer) -> Result<AddedVocab> {
+        let mut order: Vec<usize> = (0..tokens.len()).collect();
+        order.sort_by_key(|&i| !tokens[i].special);
+        let (mut raw, mut normalized) = (Vec::new(), Vec::new());
+        for i in order {
+            let token = &tokens[i];
+            if !token.normalized {
+                raw.push((i, token.content.clone()));
+                continue;
+            }
+            // A token that normalizes to nothing would match between any two bytes (HF panics
+            // on such text); it never matches here.
+            let pattern = normalizer.normalize(&token.content).into_owned();
+            if !pattern.is_empty() {
+                normalized.push((i, pattern));
+            }
+        }
         Ok(AddedVocab {
-            raw: trie(&tokens, false)?,
-            normalized: trie(&tokens, true)?,
+            raw: matcher(raw)?,
+            normalized: matcher(normalized)?,
             tokens,
         })
     }
 
-    /// Cuts `text` into plain stretches and added tokens, in order.
-    pub fn split<'a>(&self, text: &'a str, emit: &mut dyn FnMut(Segment<'a>)) {
+    /// Cuts `text` as HF's `AddedVocabulary::extract_and_normalize` does: raw tokens out of the
+    /// raw text, then each stretch between them normalized, then normalized tokens out of that.
+    /// Text segments are never empty.
+    pub fn split(&self, text: &str, normalizer: &Normalizer, emit: &mut dyn FnMut(Segment<'_>)) {
         match &self.raw {
-            None => self.split_normalized(text, emit),
-            Some(set) => self.find(text, set, &mut |seg| match seg {
-                Segment::Text(t) => self.split_normalized(t, emit),
+            None => self.split_normalized(text, normalizer, emit),
+            Some(raw) => self.find(text, raw, &mut |segment| match segment {
+                Segment::Text(t) => self.split_normalized(t, normalizer, emit),
                 token => emit(token),
             }),
         }
     }
 
-    fn split_normalized<'a>(&self, text: &'a str, emit: &mut dyn FnMut(Segment<'a>)) {
+    fn split_normalized(
+        &self,
+        text: &str,
+        normalizer: &Normalizer,
+        emit: &mut dyn FnMut(Segment<'_>),
+    ) {
+        let text = normalizer.normalize(text);
         match &self.normalized {
-            None => emit(Segment::Text(text)),
-            Some(set) => self.find(text, set, emit),
+            None if text.is_empty() => {}
+            None => emit(Segment::Text(&text)),
+            Some(normalized) => self.find(&text, normalized, emit),
         }
     }
 
-    /// HF's `AddedVocabulary::find_matches` with one matching set.
-    fn find<'a>(
-        &self,
-        text: &'a str,
-        (ac, idx): &(AhoCorasick, Vec<usize>),
-        emit: &mut dyn FnMut(Segment<'a>),
-    ) {
+    /// HF's `AddedVocabulary::find_matches` with one matcher, empty pieces dropped as HF's
+    /// `PreTokenizedString::split` drops them.
+    fn find(&self, text: &str, matcher: &Matcher, emit: &mut dyn FnMut(Segment<'_>)) {
         let mut done = 0;
-        for m in ac.find_iter(text) {
-            let token = &self.tokens[idx[m.pattern().as_usize()]];
+        for m in matcher.automaton.find_iter(text) {
+            let token = &self.tokens[matcher.tokens[m.pattern().as_usize()]];
             let (mut start, mut stop) = (m.start(), m.end());
             if token.single_word {
                 let before = text[..start].chars().next_back().is_some_and(is_word);
@@ -121,7 +156,9 @@ impl AddedVocab {
             if done < start {
                 emit(Segment::Text(&text[done..start]));
             }
-            emit(Segment::Token(token.id));
+            if start < stop {
+                emit(Segment::Token(token.id));
+            }
             done = stop;
         }
         if done < text.len() {
@@ -130,7 +167,7 @@ impl AddedVocab {
     }
 }
 
-/// Regex `\w` (Unicode word character) as HF's `single_word` check uses it.
+/// Regex `\w` (the `regex` crate's Unicode word character), as HF's `single_word` check uses it.
 fn is_word(c: char) -> bool {
-    c.is_alphanumeric() || c == '_' || crate::unicode::flags(c) & crate::unicode::MARK != 0
+    crate::unicode::flags(c) & crate::unicode::WORD != 0
 }

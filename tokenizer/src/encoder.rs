@@ -1,9 +1,11 @@
 //! [`Tokenizer`]: a loaded byte-level BPE tokenizer.json that encodes to exactly HF's ids and
-//! decodes byte-exactly.
+//! decodes byte-exactly (when it has no normalizer).
 
 use crate::added::{AddedVocab, Segment};
 use crate::json;
 use crate::model::Bpe;
+use crate::normalizer::Normalizer;
+use crate::post_processor::PostProcessor;
 use crate::pre_tokenizer::PreTokenizer;
 use anyhow::{Context, Result};
 use rayon::prelude::*;
@@ -44,7 +46,9 @@ static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(0);
 pub struct Tokenizer {
     model: Bpe,
     added: AddedVocab,
+    normalizer: Normalizer,
     pre_tokenizer: PreTokenizer,
+    post_processor: PostProcessor,
     /// Bytes of every id, for decoding; empty for ids the file does not define.
     id_bytes: Vec<Vec<u8>>,
     hash: u64,
@@ -132,33 +136,58 @@ impl Tokenizer {
         Ok(Tokenizer {
             bos: find(BOS_NAMES),
             eos: find(EOS_NAMES),
-            added: AddedVocab::new(parts.added)?,
+            added: AddedVocab::new(parts.added, &parts.normalizer)?,
             model: parts.model,
+            normalizer: parts.normalizer,
             pre_tokenizer: parts.pre_tokenizer,
+            post_processor: parts.post_processor,
             id_bytes,
             hash,
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
         })
     }
 
-    /// The ids of `text`, without BOS/EOS: exactly what HF `encode(text, add_special_tokens)`
-    /// gives. Added/special tokens written in the text are recognised.
+    /// The ids of `text`, without the post-processor's special tokens: exactly what HF
+    /// `encode(text, false)` gives. Added/special tokens written in the text are recognised.
     pub fn encode(&self, text: &str) -> Vec<u32> {
         let mut out = Vec::with_capacity(text.len() / 3 + 1);
+        self.encode_into(text, &mut out);
+        out
+    }
+
+    /// The ids of `text` with the special tokens the file's post-processor puts around one
+    /// sequence (e.g. Llama-3's `<|begin_of_text|>`): exactly what HF `encode(text, true)` gives.
+    pub fn encode_with_specials(&self, text: &str) -> Vec<u32> {
+        let PostProcessor { before, after } = &self.post_processor;
+        let mut out = Vec::with_capacity(before.len() + text.len() / 3 + 1 + after.len());
+        out.extend_from_slice(before);
+        self.encode_into(text, &mut out);
+        out.extend_from_slice(after);
+        out
+    }
+
+    /// The ids the file's post-processor puts before and after one sequence (empty when it adds
+    /// none): the file's own BOS/EOS policy, for callers that assemble ids themselves.
+    pub fn template_specials(&self) -> (&[u32], &[u32]) {
+        (&self.post_processor.before, &self.post_processor.after)
+    }
+
+    /// Appends the ids of `text` (as [`Tokenizer::encode`]) to `out`.
+    fn encode_into(&self, text: &str, out: &mut Vec<u32>) {
         CACHE.with(|cache| {
             let mut cache = cache.borrow_mut();
             if cache.instance != self.instance {
                 cache.clear();
                 cache.instance = self.instance;
             }
-            self.added.split(text, &mut |segment| match segment {
-                Segment::Token(id) => out.push(id),
-                Segment::Text(t) => self.pre_tokenizer.split(t, |piece: &[u8]| {
-                    self.encode_cached(piece, &mut cache, &mut out)
-                }),
-            });
+            self.added
+                .split(text, &self.normalizer, &mut |segment| match segment {
+                    Segment::Token(id) => out.push(id),
+                    Segment::Text(t) => self
+                        .pre_tokenizer
+                        .split(t, |piece: &[u8]| self.encode_cached(piece, &mut cache, out)),
+                });
         });
-        out
     }
 
     fn encode_cached(&self, piece: &[u8], cache: &mut Cache, out: &mut Vec<u32>) {
@@ -197,8 +226,9 @@ impl Tokenizer {
         texts.par_iter().map(|t| self.encode(t)).collect()
     }
 
-    /// The bytes of `ids`, concatenated: `decode(encode(x)) == x` for any text. Special tokens
-    /// decode to their content; ids outside the vocabulary decode to nothing.
+    /// The bytes of `ids`, concatenated: `decode(encode(x)) == x` for any text when the
+    /// tokenizer has no normalizer (one that changes text, such as NFKC, is not undone). Special
+    /// tokens decode to their content; ids outside the vocabulary decode to nothing.
     pub fn decode(&self, ids: &[u32]) -> Vec<u8> {
         let mut out = Vec::with_capacity(ids.len() * 4);
         for &id in ids {
@@ -242,9 +272,15 @@ impl Tokenizer {
         self.hash
     }
 
-    /// The added tokens (specials included), as the file lists them.
+    /// The added tokens (specials included) in file order, with the ids HF gives them.
     pub fn added_tokens(&self) -> &[crate::AddedToken] {
         &self.added.tokens
+    }
+
+    /// True when the tokenizer changes text before encoding it (a normalizer that is not empty),
+    /// so that decoding gives the normalized text rather than the original.
+    pub fn normalizes(&self) -> bool {
+        !self.normalizer.is_identity()
     }
 
     /// The pre-tokenizer this tokenizer runs.

@@ -4,6 +4,8 @@
 
 use crate::added::AddedToken;
 use crate::model::{Bpe, BpeOptions};
+use crate::normalizer::Normalizer;
+use crate::post_processor::PostProcessor;
 use crate::pre_tokenizer::PreTokenizer;
 use anyhow::{anyhow, bail, Context, Result};
 use rustc_hash::FxHashMap;
@@ -15,30 +17,16 @@ use serde_json::Value;
 pub struct Parts {
     pub model: Bpe,
     pub added: Vec<AddedToken>,
+    pub normalizer: Normalizer,
     pub pre_tokenizer: PreTokenizer,
+    pub post_processor: PostProcessor,
 }
 
 /// Parses a tokenizer.json document. Errors name what is unsupported rather than guessing.
+/// `truncation` and `padding` are ignored: whale encodes whole documents.
 pub fn import(doc: &Value) -> Result<Parts> {
     let model = &doc["model"];
-    let kind = model["type"].as_str().unwrap_or("BPE");
-    if kind != "BPE" {
-        bail!("unsupported model type {kind:?}: only byte-level BPE tokenizers are supported");
-    }
-    for field in ["continuing_subword_prefix", "end_of_word_suffix"] {
-        if let Some(v) = model[field].as_str().filter(|s| !s.is_empty()) {
-            bail!("unsupported BPE option {field} = {v:?} (not a byte-level tokenizer)");
-        }
-    }
-    if model["byte_fallback"].as_bool() == Some(true) {
-        bail!("unsupported BPE option byte_fallback = true (not a byte-level tokenizer)");
-    }
-    if !doc["normalizer"].is_null() {
-        bail!(
-            "unsupported normalizer {}: byte-level tokenizers here take text as is",
-            doc["normalizer"]["type"]
-        );
-    }
+    check_byte_level_bpe(model)?;
     let vocab_obj = model["vocab"]
         .as_object()
         .ok_or_else(|| anyhow!("model.vocab is not an object"))?;
@@ -66,15 +54,83 @@ pub fn import(doc: &Value) -> Result<Parts> {
         fuse_unk: model["fuse_unk"].as_bool().unwrap_or(false),
         ignore_merges: model["ignore_merges"].as_bool().unwrap_or(false),
     };
-    let added: Vec<AddedToken> = match &doc["added_tokens"] {
+    let listed: Vec<AddedToken> = match &doc["added_tokens"] {
         Value::Null => Vec::new(),
         v => serde_json::from_value(v.clone()).context("added_tokens is malformed")?,
     };
+    let added = assign_ids(listed, &vocab);
     Ok(Parts {
         model: Bpe::new(vocab, &merges, options),
         added,
+        normalizer: Normalizer::from_json(&doc["normalizer"])?,
         pre_tokenizer: PreTokenizer::from_json(&doc["pre_tokenizer"])?,
+        post_processor: PostProcessor::from_json(&doc["post_processor"])?,
     })
+}
+
+/// The added tokens with the ids HF gives them, which are not always the ids the file lists:
+/// HF adds them in order, skipping empty contents; a content in the model vocabulary takes that
+/// id, any other the next id from the model vocabulary's size on. Files HF wrote list exactly
+/// these ids. A content listed twice keeps its first id and takes its last entry's flags.
+fn assign_ids(listed: Vec<AddedToken>, vocab: &FxHashMap<String, u32>) -> Vec<AddedToken> {
+    let mut added: Vec<AddedToken> = Vec::with_capacity(listed.len());
+    let mut index: FxHashMap<String, usize> = FxHashMap::default();
+    let mut next_id = vocab.len() as u32;
+    for mut token in listed.into_iter().filter(|t| !t.content.is_empty()) {
+        if let Some(&i) = index.get(&token.content) {
+            token.id = added[i].id;
+            added[i] = token;
+            continue;
+        }
+        token.id = match vocab.get(&token.content) {
+            Some(&id) => id,
+            None => {
+                next_id += 1;
+                next_id - 1
+            }
+        };
+        index.insert(token.content.clone(), added.len());
+        added.push(token);
+    }
+    added
+}
+
+/// Fails, saying what the file looks like instead, unless `model` is a byte-level BPE.
+fn check_byte_level_bpe(model: &Value) -> Result<()> {
+    const WHALE: &str = "whale handles byte-level BPE tokenizers (GPT-2, Llama-3, Qwen, \
+                         DeepSeek-V3 style)";
+    let kind = model["type"].as_str().unwrap_or("BPE");
+    let looks_like = match kind {
+        "BPE" => None,
+        "Unigram" => Some("a SentencePiece Unigram tokenizer"),
+        "WordPiece" => Some("a WordPiece (BERT-style) tokenizer"),
+        "WordLevel" => Some("a word-level tokenizer"),
+        _ => Some("not a BPE tokenizer"),
+    };
+    if let Some(looks_like) = looks_like {
+        bail!("unsupported model.type = {kind:?}: {WHALE}; this looks like {looks_like}");
+    }
+    for field in ["continuing_subword_prefix", "end_of_word_suffix"] {
+        if let Some(v) = model[field].as_str().filter(|s| !s.is_empty()) {
+            bail!(
+                "unsupported model.{field} = {v:?}: {WHALE}; this looks like a character-level \
+                 BPE with word markers"
+            );
+        }
+    }
+    if model["byte_fallback"].as_bool() == Some(true) {
+        bail!(
+            "unsupported model.byte_fallback = true: {WHALE}; this looks like a SentencePiece-style \
+             BPE (Llama-2, Mistral) that falls back to <0xNN> byte tokens"
+        );
+    }
+    if model["dropout"].as_f64().is_some_and(|p| p > 0.0) {
+        bail!(
+            "unsupported model.dropout = {}: BPE dropout makes encoding random; set it to null",
+            model["dropout"]
+        );
+    }
+    Ok(())
 }
 
 /// Merges as `(left, right, merged)` ids in rank order.

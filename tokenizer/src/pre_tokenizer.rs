@@ -59,12 +59,25 @@ pub enum PreTokenizer {
 }
 
 impl PreTokenizer {
-    /// Parses the `pre_tokenizer` field of a tokenizer.json; a missing/null field splits nothing.
-    /// Recognises the presets so they take the fast path.
+    /// Parses the `pre_tokenizer` field of a tokenizer.json, which must end with a ByteLevel step
+    /// (a byte-level BPE: any other gives HF's model characters, not bytes). Recognises the
+    /// presets so they take the fast path.
     pub fn from_json(value: &Value) -> Result<PreTokenizer> {
         let mut steps = Vec::new();
         if !value.is_null() {
             parse_steps(value, &mut steps)?;
+        }
+        match steps.iter().position(|s| matches!(s, Step::ByteLevel { .. })) {
+            None => bail!(
+                "unsupported pre_tokenizer without a ByteLevel step: whale handles byte-level BPE \
+                 tokenizers, whose pre_tokenizer ends with ByteLevel (without it HF gives the model \
+                 characters, not bytes)"
+            ),
+            Some(i) if i + 1 < steps.len() => bail!(
+                "unsupported pre_tokenizer with steps after ByteLevel: they would split \
+                 byte-level characters, which whale does not reproduce"
+            ),
+            Some(_) => {}
         }
         Ok(if is_deepseek_v3(value) {
             PreTokenizer::DeepSeekV3
@@ -310,9 +323,13 @@ fn parse_steps(value: &Value, steps: &mut Vec<Step>) -> Result<()> {
             add_prefix_space: value["add_prefix_space"].as_bool().unwrap_or(true),
             use_regex: value["use_regex"].as_bool().unwrap_or(true),
         }),
+        "Metaspace" => bail!(
+            "unsupported pre_tokenizer type \"Metaspace\": whale handles byte-level BPE \
+             tokenizers and this looks like a SentencePiece tokenizer"
+        ),
         other => bail!(
-            "unsupported pre-tokenizer {other:?}: byte-level BPE supports Sequence, Split, \
-             Digits and ByteLevel"
+            "unsupported pre_tokenizer type {other:?}: whale handles byte-level BPE tokenizers, \
+             whose pre_tokenizer is made of Sequence, Split, Digits and ByteLevel"
         ),
     }
     Ok(())
@@ -340,9 +357,13 @@ fn is_deepseek_v3(value: &Value) -> bool {
     let Some(list) = value["pretokenizers"].as_array() else {
         return false;
     };
+    // The published file writes the CR and LF of the main regex as the characters themselves,
+    // which Oniguruma reads exactly as the escapes `\r` and `\n` (no extended mode here).
     let split_is = |v: &Value, p: &str| {
         v["type"] == "Split"
-            && v["pattern"]["Regex"] == p
+            && v["pattern"]["Regex"]
+                .as_str()
+                .is_some_and(|r| r.replace('\r', "\\r").replace('\n', "\\n") == p)
             && v["behavior"] == "Isolated"
             && !v["invert"].as_bool().unwrap_or(false)
     };

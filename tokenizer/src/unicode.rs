@@ -1,5 +1,6 @@
-//! Unicode general categories for the hand-written pre-tokenizers: one flag byte per code point,
-//! built once from regex-syntax's tables (the categories the reference regexes use).
+//! Unicode general categories for the hand-written pre-tokenizers, and `\w` for added tokens: one
+//! flag byte per code point, built once from regex-syntax's tables (the classes the reference
+//! regexes use).
 
 use regex_syntax::hir::{Class, HirKind};
 use std::sync::LazyLock;
@@ -18,6 +19,8 @@ pub const SYMBOL: u8 = 16;
 pub const SPACE: u8 = 32;
 /// DeepSeek-V3's `[一-龥぀-ゟ゠-ヿ]`: CJK ideographs, hiragana, katakana.
 pub const CJK: u8 = 64;
+/// `\w` as the `regex` crate defines it, which HF's added-token `single_word` check uses.
+pub const WORD: u8 = 128;
 
 static TABLE: LazyLock<Vec<u8>> = LazyLock::new(|| {
     let mut table = vec![0u8; 0x11_0000];
@@ -29,6 +32,7 @@ static TABLE: LazyLock<Vec<u8>> = LazyLock::new(|| {
         (r"\p{S}", SYMBOL),
         (r"\s", SPACE),
         (r"[一-龥぀-ゟ゠-ヿ]", CJK),
+        (r"\w", WORD),
     ] {
         let hir = regex_syntax::Parser::new()
             .parse(class)
