@@ -251,3 +251,41 @@ fn a_killed_rank_ends_the_job_naming_it() {
         "rank 0 was stopped and reaped"
     );
 }
+
+/// torchrun from the project's `.venv` (its agent hosts the store) launches `whale-train` as two
+/// ranks; they train exactly as the two ranks of `--nproc 2` do.
+#[test]
+fn torchrun_launches_whale_train() {
+    let torchrun = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/torchrun");
+    assert!(
+        torchrun.exists(),
+        "{} is missing: run scripts/setup",
+        torchrun.display()
+    );
+    let s = Setup::new();
+    let port = trainer::dist::placement::free_port().unwrap().to_string();
+    let args = s.args("torchrun", 4, &["--steps", "2"]);
+    let out = std::process::Command::new(&torchrun)
+        .args(["--nproc-per-node", "2", "--master-addr", "127.0.0.1"])
+        .args(["--master-port", &port, "--no-python"])
+        .arg(env!("CARGO_BIN_EXE_whale-train"))
+        .args(&args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.train("nproc", 4, &["--steps", "2", "--nproc", "2"]);
+    let loss = |run| -> Vec<serde_json::Value> {
+        s.metrics(run).iter().map(|m| m["loss"].clone()).collect()
+    };
+    assert_eq!(loss("torchrun"), loss("nproc"));
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(s.root.join("torchrun/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["world_size"], 2);
+}
