@@ -1,5 +1,6 @@
 //! `whale`: raw web dumps to a trained DeepSeek-style model. This binary only parses arguments;
 //! each subcommand's flags live in `cli/<stage>.rs` and the work happens in the library crates.
+//! It links no libtorch: `train` and `model` are handed to `whale-train` (`cli/train.rs`).
 
 mod cli;
 
@@ -37,10 +38,12 @@ enum Command {
     /// Inspect, verify or decode token shards.
     #[command(subcommand)]
     Shards(cli::shard::ShardsCommand),
-    /// Pretrain the DeepSeek-V3-style model (MLA, DeepSeekMoE, MTP) on token shards.
-    Train(cli::train::Args),
-    /// Inspect a model config: parameters, KV cache, FLOPs (`whale model info CONFIG`).
-    Model(cli::model::Args),
+    /// Pretrain the DeepSeek-V3-style model (MLA, DeepSeekMoE, MTP) on token shards (runs
+    /// `whale-train`, which links libtorch; see `whale train --help`).
+    Train(cli::train::Forwarded),
+    /// Inspect a model config: parameters, KV cache, FLOPs (`whale model info CONFIG`; runs
+    /// `whale-train`).
+    Model(cli::train::Forwarded),
 }
 
 fn main() {
@@ -54,8 +57,8 @@ fn main() {
         Command::Tokenizer(cmd) => cli::tokenizer::run(cmd),
         Command::Shard(args) => cli::shard::run(args),
         Command::Shards(cmd) => cli::shard::run_shards(cmd),
-        Command::Train(args) => cli::train::run(args),
-        Command::Model(args) => cli::model::run(args),
+        Command::Train(args) => cli::train::run("train", args),
+        Command::Model(args) => cli::train::run("model", args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

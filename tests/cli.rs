@@ -149,3 +149,143 @@ fn a_bad_flag_gets_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--out"), "{err}");
 }
+
+/// `whale-train`, which cargo builds beside `whale` for the workspace's tests.
+fn trainer_binary() -> std::path::PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_whale")).with_file_name("whale-train");
+    assert!(
+        path.is_file(),
+        "{} is missing: run the workspace's tests (`cargo test --workspace`), which build it",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn train_and_model_are_handed_to_whale_train() {
+    trainer_binary();
+    let help = stdout(&whale(&["train", "--help"]));
+    assert!(help.contains("Usage: whale train"), "{help}");
+    assert!(help.contains("--shards"), "{help}");
+    let info = stdout(&whale(&[
+        "model",
+        "info",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/configs/model/tiny.toml"),
+        "--json",
+    ]));
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert!(info["total_params"].as_f64().unwrap() > 1e5, "{info}");
+    // The trainer's own errors and exit codes come through unchanged.
+    let out = whale(&["train", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
+}
+
+/// Every shared library `binary` loads, as the dynamic loader resolves them (`ldd`).
+fn loaded_libraries(binary: &Path) -> String {
+    let out = Command::new("ldd").arg(binary).output().expect("run ldd");
+    assert!(out.status.success(), "ldd {}", binary.display());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_data_binary_links_no_libtorch() {
+    let libs = loaded_libraries(Path::new(env!("CARGO_BIN_EXE_whale")));
+    for lib in ["torch", "c10", "gomp", ".venv"] {
+        assert!(!libs.contains(lib), "whale loads {lib}:\n{libs}");
+    }
+    // The trainer does load it: the check above can tell the difference.
+    assert!(loaded_libraries(&trainer_binary()).contains("libtorch_cpu"));
+}
+
+/// Runs the copied `whale` in `dir` with nothing but a minimal PATH in its environment.
+fn isolated(exe: &Path, dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(exe)
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .expect("run the copied whale")
+}
+
+#[test]
+fn every_data_stage_runs_without_libtorch_and_train_says_how_to_install_it() {
+    // A data-only install: `whale` alone in a directory with no .venv, no whale-train beside it,
+    // and no library path.
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("whale");
+    std::fs::copy(env!("CARGO_BIN_EXE_whale"), &exe).unwrap();
+    let ok = |args: &[&str]| {
+        let out = isolated(&exe, dir.path(), args);
+        assert!(
+            out.status.success(),
+            "whale {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(&["synth", "--out", "dump", "--docs", "60"]);
+    ok(&["dedup", "--input", "dump/CC-MAIN-*", "--output", "dedup"]);
+    ok(&["filter", "--input", "dedup", "--output", "filter"]);
+    ok(&[
+        "remix",
+        "--input",
+        "filter",
+        "--output",
+        "remix",
+        "--balance",
+        "2",
+    ]);
+    ok(&[
+        "tokenizer",
+        "train",
+        "--input",
+        "remix",
+        "--out",
+        "tok/tokenizer.json",
+        "--vocab-size",
+        "600",
+    ]);
+    let shard = ok(&[
+        "shard",
+        "--tokenizer",
+        "tok/tokenizer.json",
+        "--input",
+        "remix",
+        "--output",
+        "shards",
+    ]);
+    assert!(shard.contains("docs"), "{shard}");
+    ok(&["shards", "verify", "shards"]);
+    let encoded = ok(&[
+        "tokenizer",
+        "encode",
+        "--tokenizer",
+        "tok/tokenizer.json",
+        "--input",
+        "remix",
+        "--output",
+        "ids.jsonl",
+    ]);
+    assert!(encoded.contains("tokens"), "{encoded}");
+    ok(&[
+        "slurm",
+        "dedup",
+        "--scripts",
+        "sbatch",
+        "--",
+        "--input",
+        "dump",
+        "--output",
+        "d",
+    ]);
+    for command in ["train", "model"] {
+        let out = isolated(&exe, dir.path(), &[command, "--help"]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("whale-train"), "{err}");
+        assert!(err.contains("scripts/setup"), "{err}");
+        assert!(err.contains("cargo build --release -p trainer"), "{err}");
+    }
+}

@@ -265,3 +265,64 @@ fn corruption_is_named_and_refused() {
         "{msg}"
     );
 }
+
+/// `whale shard --doc-specials POLICY` on `tok`: the ids of the first document, or the error.
+fn first_doc_ids(tok: &Path, input: &Path, out: &Path, policy: &str) -> Result<Vec<u32>, String> {
+    let args = [
+        "shard",
+        "--tokenizer",
+        s(tok),
+        "--input",
+        s(input),
+        "--output",
+        s(out),
+        "--doc-specials",
+        policy,
+    ];
+    let run = whale(&args, "2");
+    if !run.status.success() {
+        return Err(String::from_utf8_lossy(&run.stderr).into_owned());
+    }
+    let ids = ok(whale(&["shards", "decode", s(out), "0", "--ids"], "1"));
+    Ok(serde_json::from_slice(&ids.stdout).unwrap())
+}
+
+#[test]
+fn documents_get_the_special_tokens_the_policy_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tok, input) = setup(dir.path());
+    let body = |ids: &[u32]| ids.iter().copied().filter(|&i| i > 1).collect::<Vec<u32>>();
+    let named = first_doc_ids(&tok, &input, &dir.path().join("names"), "names").unwrap();
+    assert_eq!((named[0], *named.last().unwrap()), (0, 1));
+    let none = first_doc_ids(&tok, &input, &dir.path().join("none"), "none").unwrap();
+    assert_eq!(none, body(&named), "no specials, same text ids");
+
+    // The file's own template: BOS only, as Llama-3 and DeepSeek LLM ship it.
+    let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&tok).unwrap()).unwrap();
+    doc["post_processor"] = serde_json::json!({
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": BOS, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {BOS: {"id": BOS, "ids": [0], "tokens": [BOS]}},
+    });
+    let bos_only = dir.path().join("bos-only.json");
+    std::fs::write(&bos_only, doc.to_string()).unwrap();
+    let template = first_doc_ids(&bos_only, &input, &dir.path().join("template"), "template");
+    let template = template.unwrap();
+    assert_eq!(template[0], 0);
+    assert_eq!(
+        &template[1..],
+        body(&named).as_slice(),
+        "BOS, then the text, no EOS"
+    );
+
+    // Two tokens before the text cannot be one BOS: refused, saying what to do.
+    doc["post_processor"]["single"] = serde_json::json!([
+        {"SpecialToken": {"id": BOS, "type_id": 0}}, {"SpecialToken": {"id": EOS, "type_id": 0}},
+        {"Sequence": {"id": "A", "type_id": 0}}]);
+    doc["post_processor"]["special_tokens"][EOS] =
+        serde_json::json!({"id": EOS, "ids": [1], "tokens": [EOS]});
+    std::fs::write(&bos_only, doc.to_string()).unwrap();
+    let err = first_doc_ids(&bos_only, &input, &dir.path().join("two"), "template").unwrap_err();
+    assert!(err.contains("--doc-specials names or none"), "{err}");
+}

@@ -6,6 +6,7 @@ pub mod doc;
 pub mod filter;
 pub mod io;
 pub mod normalize;
+pub mod progress;
 pub mod remix;
 pub mod synth;
 

@@ -2,7 +2,6 @@
 
 pub mod dedup;
 pub mod filter;
-pub mod model;
 pub mod remix;
 pub mod shard;
 pub mod slurm;

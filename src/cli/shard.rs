@@ -10,8 +10,8 @@ use shards::{Dataset, Shard};
 use tokenizer::Tokenizer;
 
 /// Encode every document with a tokenizer.json and write zstd token shards with an index and
-/// checksums (format: shards/FORMAT.md). Each document becomes `[BOS] ids [EOS]` (when the
-/// tokenizer has them); ids are uint16 when the vocabulary fits, else uint32. Writes
+/// checksums (format: shards/FORMAT.md). Each document becomes `[BOS] ids [EOS]` (see
+/// --doc-specials); ids are uint16 when the vocabulary fits, else uint32. Writes
 /// NNNNN-MMMM.shard per input file, .done/ markers and manifest.json; reruns skip finished inputs.
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,6 +33,13 @@ pub struct Args {
     /// zstd compression level.
     #[arg(long, default_value_t = shards::writer::DEFAULT_ZSTD_LEVEL)]
     zstd_level: i32,
+    /// Special tokens around each document: `names` finds BOS and EOS among the tokenizer's
+    /// special tokens by their usual names (`<｜begin▁of▁sentence｜>`, `<|begin_of_text|>`, `<s>`,
+    /// `<|endoftext|>`, …); `template` takes those of the tokenizer.json's own post-processor
+    /// (e.g. Llama-3 and DeepSeek LLM: BOS only), as HF's `add_special_tokens=True`; `none` adds
+    /// nothing.
+    #[arg(long, value_enum, default_value_t = DocSpecials::Names)]
+    doc_specials: DocSpecials,
     /// Shuffle documents within each input file with this seed (0 keeps input order).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -41,6 +48,35 @@ pub struct Args {
     /// Print the manifest as JSON instead of one line.
     #[arg(long)]
     json: bool,
+}
+
+/// Where the BOS/EOS around each document come from (`--doc-specials`).
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DocSpecials {
+    Names,
+    Template,
+    None,
+}
+
+/// The BOS and EOS ids `policy` puts around each document of `tok`.
+fn doc_specials(
+    tok: &Tokenizer,
+    policy: DocSpecials,
+) -> anyhow::Result<(Option<u32>, Option<u32>)> {
+    Ok(match policy {
+        DocSpecials::Names => (tok.bos_id(), tok.eos_id()),
+        DocSpecials::None => (None, None),
+        DocSpecials::Template => match tok.template_specials() {
+            (before @ ([] | [_]), after @ ([] | [_])) => {
+                (before.first().copied(), after.first().copied())
+            }
+            (before, after) => bail!(
+                "the tokenizer's post-processor puts {before:?} before and {after:?} after a \
+                 sequence, but shards hold at most one BOS and one EOS per document: use \
+                 --doc-specials names or none"
+            ),
+        },
+    })
 }
 
 /// Look into shard files.
@@ -90,11 +126,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         task: args.split.task,
     };
     let encode = |text: &str| tok.encode(text);
+    let (bos_id, eos_id) = doc_specials(&tok, args.doc_specials)?;
     let enc = Encoder {
         vocab_size: u32::try_from(tok.vocab_size()).context("vocabulary too large")?,
         hash: tok.hash(),
-        bos_id: tok.bos_id(),
-        eos_id: tok.eos_id(),
+        bos_id,
+        eos_id,
         encode: &encode,
     };
     let m = shards::stage::run(&inputs, &cfg, &enc, &read_input).context("shard")?;

@@ -4,6 +4,8 @@
 
 use anyhow::{bail, Context, Result};
 use pipeline::io::{list_inputs, read_documents, Skip, SkipCounts, SkipKind};
+use rayon::prelude::*;
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use tokenizer::fit::{fit, TrainSettings};
@@ -61,12 +63,28 @@ pub struct EncodeArgs {
     /// tokenizer.json to use (ours or any byte-level BPE one, e.g. DeepSeek-V3's).
     #[arg(long)]
     tokenizer: PathBuf,
-    /// Text to encode; without it, stdin is read (invalid UTF-8 is replaced by U+FFFD).
-    #[arg(long)]
+    /// Text to encode; without it and without --input, stdin is read (invalid UTF-8 is replaced
+    /// by U+FFFD).
+    #[arg(long, conflicts_with = "input")]
     text: Option<String>,
-    /// Print one `id<TAB>token bytes` line per token instead of the ids on one line.
+    /// Encode a corpus instead of one text: directories, globs or files, read as `tokenizer
+    /// train` reads them (Parquet/JSONL/WARC by extension, `.txt` one document per line).
+    #[arg(long, num_args = 1.., requires = "output")]
+    input: Vec<PathBuf>,
+    /// With --input: the JSONL file to write, one `{"id": …, "ids": […]}` line per document in
+    /// input order (same bytes for any thread count; written to a temporary name, then renamed).
+    #[arg(long, requires = "input")]
+    output: Option<PathBuf>,
+    /// Add the special tokens of the tokenizer.json's own post-processor (e.g. Llama-3's BOS), as
+    /// HF's `encode(text, add_special_tokens=True)`; without it, none are added.
     #[arg(long)]
+    add_special_tokens: bool,
+    /// Print one `id<TAB>token bytes` line per token instead of the ids on one line (one text).
+    #[arg(long, conflicts_with = "input")]
     pieces: bool,
+    /// With --input: print the summary as JSON.
+    #[arg(long, requires = "input")]
+    json: bool,
 }
 
 /// `whale tokenizer decode`.
@@ -128,21 +146,11 @@ fn train(args: TrainArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let mut files = Vec::new();
-    for spec in &args.input {
-        if spec.extension().is_some_and(|e| e == "txt") && spec.is_file() {
-            files.push(spec.clone());
-        } else {
-            files.extend(list_inputs(spec)?);
-        }
-    }
-    if files.is_empty() {
-        bail!("no input files found in {:?}", args.input);
-    }
+    let files = input_files(&args.input)?;
     let mut skips = SkipCounts::default();
     let docs = files.iter().flat_map(|path| documents(path));
     let docs = docs.filter_map(|item| match item {
-        Ok(text) => Some(text),
+        Ok((_, text)) => Some(text),
         Err(skip) => {
             skips.record(&skip);
             None
@@ -195,11 +203,30 @@ fn train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// The texts of one input file: pipeline readers for known formats, lines of `.txt` files
+/// The files named by `--input` specs: `.txt` files as named, the rest as every stage lists them.
+fn input_files(specs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for spec in specs {
+        if spec.extension().is_some_and(|e| e == "txt") && spec.is_file() {
+            files.push(spec.clone());
+        } else {
+            files.extend(list_inputs(spec)?);
+        }
+    }
+    if files.is_empty() {
+        bail!("no input files found in {specs:?}");
+    }
+    Ok(files)
+}
+
+/// One input document: its id (the reader's, or `FILE:OFFSET` for a `.txt` line) and its text.
+type Text = (String, String);
+
+/// The documents of one input file: pipeline readers for known formats, lines of `.txt` files
 /// (a line that is not UTF-8 is skipped and counted, unlike HF, which rejects the whole file).
-fn documents(path: &Path) -> Box<dyn Iterator<Item = Result<String, Skip>>> {
+fn documents(path: &Path) -> Box<dyn Iterator<Item = Result<Text, Skip>>> {
     if path.extension().is_none_or(|e| e != "txt") {
-        return Box::new(read_documents(path).map(|item| item.map(|doc| doc.text)));
+        return Box::new(read_documents(path).map(|item| item.map(|doc| (doc.id, doc.text))));
     }
     let file = match std::fs::File::open(path) {
         Ok(f) => BufReader::with_capacity(1 << 20, f),
@@ -220,6 +247,7 @@ fn documents(path: &Path) -> Box<dyn Iterator<Item = Result<String, Skip>>> {
                 offset += n as u64;
                 Some(
                     String::from_utf8(line)
+                        .map(|text| (format!("{}:{at}", path.display()), text))
                         .map_err(|e| Skip::new(SkipKind::InvalidUtf8, &path, at, e.to_string())),
                 )
             }
@@ -244,6 +272,16 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 fn encode(args: EncodeArgs) -> Result<()> {
     let tok = Tokenizer::from_file(&args.tokenizer)?;
+    let encode = |text: &str| {
+        if args.add_special_tokens {
+            tok.encode_with_specials(text)
+        } else {
+            tok.encode(text)
+        }
+    };
+    if let Some(output) = &args.output {
+        return encode_corpus(&args.input, output, &encode, args.json);
+    }
     let text = match args.text {
         Some(t) => t,
         None => {
@@ -254,7 +292,7 @@ fn encode(args: EncodeArgs) -> Result<()> {
             String::from_utf8_lossy(&bytes).into_owned()
         }
     };
-    let ids = tok.encode(&text);
+    let ids = encode(&text);
     let mut out = std::io::stdout().lock();
     if args.pieces {
         for id in ids {
@@ -263,6 +301,95 @@ fn encode(args: EncodeArgs) -> Result<()> {
     } else {
         let line: Vec<String> = ids.iter().map(u32::to_string).collect();
         writeln!(out, "{}", line.join(" "))?;
+    }
+    Ok(())
+}
+
+/// Documents encoded together: enough to keep every core busy, few enough to bound memory.
+const ENCODE_BATCH: usize = 2048;
+/// Skipped records named on stderr before the rest are only counted.
+const LOGGED_SKIPS: u64 = 10;
+
+/// `tokenizer encode --input … --output ids.jsonl`: every document of every input, in input
+/// order, encoded in parallel batches.
+fn encode_corpus(
+    specs: &[PathBuf],
+    output: &Path,
+    encode: &(dyn Fn(&str) -> Vec<u32> + Sync),
+    json: bool,
+) -> Result<()> {
+    let files = input_files(specs)?;
+    let tmp = pipeline::io::tmp_path(output);
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let bar = pipeline::progress::bar(files.len() as u64, "encode", "files");
+    let (mut docs, mut tokens, mut bytes) = (0u64, 0u64, 0u64);
+    let mut skips = SkipCounts::default();
+    let mut batch: Vec<Text> = Vec::with_capacity(ENCODE_BATCH);
+    let mut line = String::new();
+    let mut flush =
+        |batch: &mut Vec<Text>, out: &mut std::io::BufWriter<std::fs::File>| -> Result<()> {
+            let encoded: Vec<Vec<u32>> = batch.par_iter().map(|(_, text)| encode(text)).collect();
+            for ((id, text), ids) in batch.iter().zip(&encoded) {
+                line.clear();
+                line.push_str("{\"id\":");
+                line.push_str(&serde_json::to_string(id)?);
+                line.push_str(",\"ids\":[");
+                for (i, t) in ids.iter().enumerate() {
+                    if i > 0 {
+                        line.push(',');
+                    }
+                    write!(line, "{t}").expect("writing to a String");
+                }
+                line.push_str("]}\n");
+                out.write_all(line.as_bytes())?;
+                docs += 1;
+                tokens += ids.len() as u64;
+                bytes += text.len() as u64;
+            }
+            batch.clear();
+            Ok(())
+        };
+    for path in &files {
+        for item in documents(path) {
+            match item {
+                Ok(doc) => batch.push(doc),
+                Err(skip) => {
+                    skips.record(&skip);
+                    if skips.total() <= LOGGED_SKIPS {
+                        eprintln!("tokenizer encode: skipped a record: {skip}");
+                    }
+                }
+            }
+            if batch.len() == ENCODE_BATCH {
+                flush(&mut batch, &mut out)?;
+            }
+        }
+        bar.inc(1);
+    }
+    flush(&mut batch, &mut out)?;
+    bar.finish_and_clear();
+    out.into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, output).with_context(|| format!("renaming to {}", output.display()))?;
+    let summary = serde_json::json!({
+        "files": files.len(), "docs": docs, "tokens": tokens, "bytes": bytes,
+        "skipped": skips.to_named(), "output": output,
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "tokenizer encode: {docs} docs ({:.1} MB) from {} files → {tokens} tokens ({:.2} bytes/token), {} records skipped → {}",
+            bytes as f64 / 1e6,
+            files.len(),
+            bytes as f64 / tokens.max(1) as f64,
+            skips.total(),
+            output.display()
+        );
     }
     Ok(())
 }

@@ -1,175 +1,68 @@
-//! `whale train`: pretrain a DeepSeek-V3-style model on token shards (or a synthetic stream).
+//! `whale train` and `whale model`: handed to `whale-train`, the binary that links libtorch, so
+//! that `whale` itself — every data stage — runs on machines without torch, starts in
+//! milliseconds, and a data-only user never installs the 2.5 GB torch wheel.
+//!
+//! The hand-over is an `exec`: `whale-train` takes this process's place, so torchrun's and
+//! Slurm's signals, exit codes and environment reach the trainer unchanged.
 
-use std::path::PathBuf;
+use anyhow::{bail, Context, Result};
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use anyhow::{bail, Context};
-use trainer::config::ModelConfig;
-use trainer::linear::Precision;
-use trainer::run::{pick_device, run as run_training, DataSpec, RunOptions};
-use trainer::train::TrainConfig;
+/// The trainer binary's file name.
+const TRAINER: &str = "whale-train";
 
-/// Train from `--model` and `--config` into the run directory `--out`, which receives
-/// `metrics.jsonl`, `manifest.json` and `checkpoints/step-N/` (safetensors with the public
-/// DeepSeek-V3 tensor names + transformers config.json + optimizer state + data cursor).
+/// Everything after `train` / `model`, passed to `whale-train` untouched (`--help` too).
 #[derive(clap::Args)]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
-pub struct Args {
-    #[command(subcommand)]
-    command: Option<TrainCommand>,
-    /// Directory of token shards written by `whale shard`.
-    #[arg(
-        long,
-        required_unless_present = "synthetic",
-        conflicts_with = "synthetic"
-    )]
-    shards: Option<PathBuf>,
-    /// The tokenizer.json the shards should have been encoded with: training refuses shards whose
-    /// recorded tokenizer hash differs.
-    #[arg(long, requires = "shards")]
-    tokenizer: Option<PathBuf>,
-    /// Train on a deterministic, learnable synthetic token stream instead of shards (smoke tests,
-    /// benchmarks).
-    #[arg(long)]
-    synthetic: bool,
-    /// Model config TOML (configs/model/*.toml).
-    #[arg(long, default_value = "configs/model/tiny.toml")]
-    model: PathBuf,
-    /// Training recipe TOML: sequence length, batch and its ramp, LR schedule, λ, γ, α, budget.
-    #[arg(long, default_value = "configs/train.toml")]
-    config: PathBuf,
-    /// Run directory.
-    #[arg(long, required = true)]
-    out: Option<PathBuf>,
-    /// Stop after this many optimizer steps in total (default: when the token budget is spent).
-    #[arg(long)]
-    steps: Option<u64>,
-    /// Continue the run in --out from its newest checkpoint, with the configs saved there
-    /// (--model and --config are then ignored). Without checkpoints, starts fresh.
-    #[arg(long)]
-    resume: bool,
-    /// auto (CUDA when libtorch sees a GPU), cpu or cuda.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// GEMM precision of the Linear layers: auto (bf16 with autocast on CUDA, fp32 on CPU), fp32,
-    /// bf16, or fp8 (DeepSeek-V3's E4M3 recipe; the rest of the model as with auto).
-    #[arg(long, default_value = "auto")]
-    precision: String,
-    /// FP8 GEMM backend with --precision fp8: auto (native _scaled_mm where the GPU supports
-    /// DeepSeek's block scales, else emulated), native, or emulated.
-    #[arg(long, default_value = "auto")]
-    fp8_backend: String,
-    /// FP8 scale per tile/block with --precision fp8: exact (amax/448, the full E4M3 range) or
-    /// pow2 (rounded up to a power of two, so rescaling is exact: DeepSeek-V3's variant).
-    #[arg(long, default_value = "exact")]
-    fp8_scales: String,
-    /// With --precision fp8, keep each linear's input for the backward as its FP8 payload (4x less
-    /// activation memory than FP32). Pass this flag to keep it in full precision instead.
-    #[arg(long)]
-    fp8_full_activations: bool,
-    /// CPU threads for libtorch (default: libtorch's choice).
-    #[arg(long)]
-    threads: Option<i32>,
-    /// Peak FLOP/s of the accelerator in TFLOP/s, for the MFU estimate (default on CUDA: 989,
-    /// the H100 dense BF16 peak).
-    #[arg(long)]
-    peak_tflops: Option<f64>,
-    /// Print the final summary as JSON.
-    #[arg(long)]
-    json: bool,
+#[command(disable_help_flag = true)]
+pub struct Forwarded {
+    /// The command's flags, read by `whale-train` (run `whale train --help` to see them).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<OsString>,
 }
 
-#[derive(clap::Subcommand)]
-enum TrainCommand {
-    /// Render a run's loss curves and per-layer expert load (max/mean) to a PNG.
-    Plot(PlotArgs),
+/// Replaces this process with `whale-train COMMAND ARGS…`; returns only when that fails.
+pub fn run(command: &str, forwarded: Forwarded) -> Result<()> {
+    let trainer = locate()?;
+    let err = Command::new(&trainer)
+        .arg(command)
+        .args(&forwarded.args)
+        .exec();
+    Err(err).with_context(|| format!("cannot run {}", trainer.display()))
 }
 
-#[derive(clap::Args)]
-struct PlotArgs {
-    /// Run directory (holding metrics.jsonl).
-    run: PathBuf,
-    /// Output PNG (default: RUN/curves.png).
-    #[arg(long)]
-    out: Option<PathBuf>,
+/// `$WHALE_TRAIN` if set, else `whale-train` beside this binary, else on `PATH`.
+fn locate() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("WHALE_TRAIN") {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe().context("locating the whale binary")?;
+    let sibling = exe.with_file_name(TRAINER);
+    if sibling.is_file() {
+        return Ok(sibling);
+    }
+    let on_path = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(TRAINER))
+        .find(|p| p.is_file());
+    match on_path {
+        Some(path) => Ok(path),
+        None => bail!("{}", missing_trainer(&exe)),
+    }
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(TrainCommand::Plot(p)) = args.command {
-        let out = p.out.unwrap_or_else(|| p.run.join("curves.png"));
-        let steps = trainer::plot::plot(&p.run, &out)?;
-        println!("train plot: {steps} steps → {}", out.display());
-        return Ok(());
-    }
-    let device = pick_device(&args.device)?;
-    let (precision, autocast) = match (args.precision.as_str(), device.is_cuda()) {
-        ("auto", true) | ("bf16", true) => (Precision::Bf16, true),
-        ("auto", false) | ("fp32", _) => (Precision::Fp32, false),
-        ("bf16", false) => (Precision::Bf16, false),
-        ("fp8", cuda) => {
-            let selection = trainer::fp8::select(args.fp8_backend.parse()?, device)?;
-            eprintln!("{}", selection.reason);
-            let recipe = trainer::fp8::Recipe {
-                backend: selection.backend,
-                scale_mode: args.fp8_scales.parse()?,
-                fp8_activations: !args.fp8_full_activations,
-            };
-            (Precision::Fp8(recipe), cuda)
-        }
-        (other, _) => bail!("unknown precision {other:?} (expected auto, fp32, bf16 or fp8)"),
-    };
-    let data = match args.shards {
-        Some(dir) => DataSpec::Shards(dir),
-        None => DataSpec::Synthetic,
-    };
-    let tokenizer_hash = match &args.tokenizer {
-        Some(path) => Some(tokenizer::Tokenizer::from_file(path)?.hash()),
-        None => None,
-    };
-    let peak = args.peak_tflops.or(device.is_cuda().then_some(989.0));
-    let opts = RunOptions {
-        run_dir: args.out.context("--out is required")?,
-        model: ModelConfig::from_file(&args.model)?,
-        train: TrainConfig::from_file(&args.config)?,
-        data,
-        device,
-        precision,
-        autocast,
-        max_steps: args.steps,
-        resume: args.resume,
-        peak_flops: peak.map(|t| t * 1e12),
-        progress: !args.json,
-        threads: args.threads,
-        tokenizer_hash,
-    };
-    let s = run_training(&opts)?;
-    if matches!(opts.precision, Precision::Fp8(_)) {
-        let (fp8, full) = trainer::fp8::take_saved_input_bytes();
-        let ran = s.steps - s.resumed_from_step.unwrap_or(0);
-        let per_step = |b: u64| b as f64 / ran.max(1) as f64 / (1 << 20) as f64;
-        eprintln!(
-            "fp8: linear inputs held for backward {:.2} MiB/step in FP8 vs {:.2} MiB at full precision",
-            per_step(fp8),
-            per_step(full)
-        );
-    }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
-    } else {
-        let resumed = s
-            .resumed_from_step
-            .map(|r| format!(" (resumed at step {r})"))
-            .unwrap_or_default();
-        let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
-        println!(
-            "train: {} steps{resumed}, {} tokens, loss {} → {} (main {}), {:.0} tokens/s, checkpoint {}",
-            s.steps,
-            s.tokens,
-            fmt(s.first_loss),
-            fmt(s.final_loss),
-            fmt(s.final_main_loss),
-            s.tokens_per_second,
-            s.checkpoint.display()
-        );
-    }
-    Ok(())
+/// What to do when `whale-train` is not installed.
+fn missing_trainer(exe: &Path) -> String {
+    format!(
+        "`whale train` and `whale model` run `{TRAINER}`, the part of whale that links libtorch, \
+         and it is neither beside {} nor on PATH (nor named by $WHALE_TRAIN). To install it, from \
+         the whale source tree run `scripts/setup` (it installs torch==2.11.0, whose libtorch the \
+         trainer uses, into .venv), then `cargo build --release -p trainer`; `{TRAINER}` lands in \
+         target/release/ beside `whale`. The data stages (synth, dedup, filter, remix, tokenizer, \
+         shard, shards, slurm) need neither.",
+        exe.display()
+    )
 }

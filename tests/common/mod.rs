@@ -1,4 +1,5 @@
-//! Helpers shared by the end-to-end tests: run the built `whale` binary from the project root.
+//! Helpers shared by the end-to-end tests: run the built `whale` binary from the project root,
+//! with no library path, so the data stages are seen to run without libtorch.
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::process::{Command, Output};
@@ -7,6 +8,8 @@ fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_whale"))
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("LD_LIBRARY_PATH")
+        .env_remove("LIBTORCH")
         .output()
         .expect("running whale")
 }

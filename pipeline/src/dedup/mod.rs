@@ -25,12 +25,10 @@ mod signatures;
 mod union_find;
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -241,7 +239,7 @@ impl Run {
             .copied()
             .filter(|&u| self.force || !self.layout.done(step.name(), u).exists())
             .collect();
-        let bar = progress_bar(todo.len() as u64, step.name());
+        let bar = crate::progress::bar(todo.len() as u64, step.name(), "units");
         let removed = match step {
             Step::Filter if !todo.is_empty() => filter::load_removed(self)?,
             _ => Vec::new(),
@@ -355,20 +353,4 @@ impl Run {
         let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         Ok(serde_json::from_slice(&text)?)
     }
-}
-
-/// A progress bar on stderr, hidden when stderr is not a terminal (logs, CI, Slurm).
-fn progress_bar(len: u64, step: &str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len);
-    let style = ProgressStyle::with_template(
-        "{prefix:>10} [{bar:40}] {pos}/{len} {elapsed_precise} eta {eta}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
-    bar.set_style(style);
-    bar.set_prefix(step.to_string());
-    bar
 }

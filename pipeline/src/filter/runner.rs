@@ -7,11 +7,10 @@
 //! order, so output is identical whatever the thread count.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -146,7 +145,11 @@ pub fn run(opts: &FilterOptions) -> Result<FilterSummary> {
         .copied()
         .filter(|(i, _)| opts.force || !stats_path(&stats_dir, *i).exists())
         .collect();
-    let bar = progress_bar(opts.progress, todo.len() as u64);
+    let bar = if opts.progress {
+        crate::progress::bar(todo.len() as u64, "filter", "files")
+    } else {
+        ProgressBar::hidden()
+    };
     for (i, path) in &todo {
         bar.set_message(
             path.file_name()
@@ -167,18 +170,6 @@ pub fn run(opts: &FilterOptions) -> Result<FilterSummary> {
         totals,
         complete,
     })
-}
-
-fn progress_bar(enabled: bool, len: u64) -> ProgressBar {
-    if !enabled || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template("filter {bar:30} {pos}/{len} files {elapsed} {msg}")
-            .expect("valid template"),
-    );
-    bar
 }
 
 fn part_name(i: usize) -> String {

@@ -1,7 +1,7 @@
 //! `whale train --precision fp8` end to end: it trains, says which FP8 backend ran and why, reports
 //! the activation memory FP8 storage saved, and records the recipe in the run manifest.
 
-use std::process::Command;
+mod common;
 
 fn whale_train(out: &std::path::Path, extra: &[&str]) -> std::process::Output {
     let out = out.to_str().unwrap();
@@ -17,10 +17,7 @@ fn whale_train(out: &std::path::Path, extra: &[&str]) -> std::process::Output {
         "--json",
     ];
     args.extend(extra);
-    Command::new(env!("CARGO_BIN_EXE_whale"))
-        .args(&args)
-        .output()
-        .expect("run whale")
+    common::run(&args)
 }
 
 #[test]

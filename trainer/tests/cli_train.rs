@@ -1,10 +1,10 @@
-//! End-to-end tests of `whale train` and `whale model info` on the `tiny` config (CPU).
+//! End-to-end tests of `whale train` and `whale model info` (the `whale-train` binary that `whale`
+//! hands those commands to) on the `tiny` config (CPU).
 
 use std::path::Path;
-use std::process::Command;
 
 mod common;
-use common::whale;
+use common::whale_train as whale;
 
 fn losses(run: &Path) -> Vec<f64> {
     let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
@@ -58,18 +58,14 @@ fn train_resume_matches_uninterrupted_run() {
     assert_eq!(manifest["status"], "done");
 
     // Without --resume an existing run is not overwritten.
-    let out = Command::new(env!("CARGO_BIN_EXE_whale"))
-        .args([
-            "train",
-            "--synthetic",
-            "--out",
-            split.to_str().unwrap(),
-            "--steps",
-            "1",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
+    let out = common::run(&[
+        "train",
+        "--synthetic",
+        "--out",
+        split.to_str().unwrap(),
+        "--steps",
+        "1",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
 }
