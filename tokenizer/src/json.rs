@@ -108,7 +108,9 @@ fn check_byte_level_bpe(model: &Value) -> Result<()> {
         _ => Some("not a BPE tokenizer"),
     };
     if let Some(looks_like) = looks_like {
-        bail!("unsupported model.type = {kind:?}: {WHALE}; this looks like {looks_like}");
+        bail!(
+            "unsupported model type {kind:?} (model.type): {WHALE}; this looks like {looks_like}"
+        );
     }
     for field in ["continuing_subword_prefix", "end_of_word_suffix"] {
         if let Some(v) = model[field].as_str().filter(|s| !s.is_empty()) {

@@ -69,6 +69,8 @@ fn unsupported_tokenizer_files_are_errors_that_say_why() {
             "model.type",
             json!("WordPiece"),
             vec![
+                // tests/tokenizer.rs (the CLI) looks for this phrase.
+                "unsupported model type",
                 "model.type",
                 "\"WordPiece\"",
                 "byte-level BPE",
