@@ -184,8 +184,15 @@ pub fn prune(run_dir: &Path, keep: usize) -> Result<()> {
     Ok(())
 }
 
-/// Writes a checkpoint to `dir` atomically (a temp directory renamed when complete).
-pub fn save(dir: &Path, vs: &nn::VarStore, optimizer: &AdamW, state: &TrainerState) -> Result<()> {
+/// Writes a checkpoint to `dir` atomically (a temp directory renamed when complete), with the
+/// optimizer's moments of whole parameters (`AdamW::state_tensors`, or gathered from the ranks'
+/// ZeRO-1 shards).
+pub fn save(
+    dir: &Path,
+    vs: &nn::VarStore,
+    moments: &[(String, Tensor)],
+    state: &TrainerState,
+) -> Result<()> {
     let tmp = dir.with_extension("tmp");
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)?;
@@ -195,10 +202,7 @@ pub fn save(dir: &Path, vs: &nn::VarStore, optimizer: &AdamW, state: &TrainerSta
         &named_weights(vs, &state.model),
         &tmp.join("model.safetensors"),
     )?;
-    write_tensors(
-        &optimizer.state_tensors(),
-        &tmp.join("optimizer.safetensors"),
-    )?;
+    write_tensors(moments, &tmp.join("optimizer.safetensors"))?;
     std::fs::write(
         tmp.join("config.json"),
         serde_json::to_string_pretty(&hf_config(&state.model))?,

@@ -10,15 +10,34 @@
 //!
 //! The optimizer then takes the same step from the same gradients on every rank, so the weights
 //! stay identical without being sent again.
+//!
+//! With ZeRO-1 (`[distributed] zero = 1`, as DeepSeek-V2 trained) the optimizer state is sharded
+//! instead: the parameters, flattened in name order and padded to a multiple of the world size,
+//! are cut into one contiguous shard per rank. Step 2 becomes a reduce-scatter (each rank receives
+//! the summed gradient of its shard), each rank updates its shard with its share of the moments,
+//! and an all-gather hands every rank the whole updated model. Checkpoints gather the moments
+//! back into whole parameters, so any world size, with or without ZeRO, resumes them.
 
+use std::collections::BTreeMap;
 use std::ffi::c_char;
 
-use anyhow::{ensure, Result};
+use anyhow::{bail, ensure, Result};
+use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 use torch_sys::C_tensor;
 
 use crate::cpp::{check, raw};
 use crate::dist::{ProcessGroup, ReduceOp, Work};
+use crate::optim::{release_grads, AdamW, OptimConfig, Slot};
+
+/// How ranks share the work, from the `[distributed]` table of the train config.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistributedConfig {
+    /// ZeRO stage: 0 (every rank holds the whole optimizer state) or 1 (sharded across ranks).
+    #[serde(default)]
+    pub zero: u8,
+}
 
 /// Gradient bytes per all-reduce: large enough to amortize each collective's latency, small enough
 /// that flattening a bucket stays cheap (DDP's default `bucket_cap_mb` is 25 MiB too).
@@ -46,12 +65,58 @@ pub struct DataParallel {
     pub group: ProcessGroup,
     /// Trainable parameters in name order, the same on every rank.
     params: Vec<Tensor>,
+    names: Vec<String>,
+    zero: Option<Zero1>,
+}
+
+/// This rank's part of the ZeRO-1 layout.
+struct Zero1 {
+    /// Elements of each rank's shard of the flat parameter vector.
+    shard: i64,
+    /// The pieces of parameters inside this rank's shard, in name order (at most one per
+    /// parameter): (parameter index, start in the parameter, start in the shard, length).
+    pieces: Vec<(usize, i64, i64, i64)>,
+}
+
+impl Zero1 {
+    /// Cuts `numels` (in order) into `world` equal contiguous shards and keeps `rank`'s pieces.
+    fn new(numels: &[i64], rank: usize, world: usize) -> Self {
+        let total: i64 = numels.iter().sum();
+        let shard = (total + world as i64 - 1) / world as i64;
+        let (lo, hi) = (rank as i64 * shard, (rank as i64 + 1) * shard);
+        let mut pieces = Vec::new();
+        let mut offset = 0;
+        for (i, &n) in numels.iter().enumerate() {
+            let (a, b) = (offset.max(lo), (offset + n).min(hi));
+            if a < b {
+                pieces.push((i, a - offset, a - lo, b - a));
+            }
+            offset += n;
+        }
+        Self { shard, pieces }
+    }
+}
+
+/// The concatenation of the flat `parts` (`total` elements), zero-padded to `len`.
+fn padded(parts: Vec<Tensor>, total: i64, len: i64) -> Tensor {
+    let mut parts = parts;
+    if len > total {
+        let like = &parts[0];
+        parts.push(Tensor::zeros([len - total], (like.kind(), like.device())));
+    }
+    Tensor::cat(&parts, 0)
 }
 
 impl DataParallel {
     /// Makes every rank start from rank 0's variables (weights and balancing biases, fresh or
     /// restored), then plans over the trainable ones.
-    pub fn new(group: ProcessGroup, vs: &nn::VarStore) -> Result<Self> {
+    pub fn new(group: ProcessGroup, vs: &nn::VarStore, cfg: &DistributedConfig) -> Result<Self> {
+        if cfg.zero > 1 {
+            bail!(
+                "[distributed] zero = {} in the train config: only 0 and 1 exist",
+                cfg.zero
+            );
+        }
         let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         tch::no_grad(|| -> Result<()> {
@@ -61,12 +126,80 @@ impl DataParallel {
                 .collect::<Result<Vec<Work>>>()?;
             works.into_iter().try_for_each(Work::wait)
         })?;
-        let params = named
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .map(|(_, t)| t)
-            .collect();
-        Ok(Self { group, params })
+        let (names, params): (Vec<String>, Vec<Tensor>) =
+            named.into_iter().filter(|(_, t)| t.requires_grad()).unzip();
+        let zero = (cfg.zero == 1).then(|| {
+            let numels: Vec<i64> = params.iter().map(|p| p.numel() as i64).collect();
+            Zero1::new(&numels, group.rank, group.world_size)
+        });
+        if zero.is_some() {
+            ensure!(
+                params.iter().all(|p| p.kind() == Kind::Float),
+                "ZeRO-1 shards FP32 master weights; this model has parameters of another dtype"
+            );
+        }
+        Ok(Self {
+            group,
+            params,
+            names,
+            zero,
+        })
+    }
+
+    /// With ZeRO-1, the optimizer this rank steps instead of `full`: one over the pieces of its
+    /// shard, its moments taken from `full` (fresh or restored from a checkpoint).
+    pub fn shard_optimizer(&self, full: &AdamW, cfg: &OptimConfig) -> Result<Option<AdamW>> {
+        let Some(zero) = &self.zero else {
+            return Ok(None);
+        };
+        let slots = tch::no_grad(|| {
+            zero.pieces
+                .iter()
+                .map(|&(i, start, _, len)| Slot {
+                    name: self.names[i].clone(),
+                    tensor: self.params[i].view([-1]).narrow(0, start, len),
+                    decay: self.params[i].dim() >= 2,
+                    offset: Some(start),
+                })
+                .collect()
+        });
+        let mut sharded = AdamW::with_slots(slots, cfg.clone());
+        let moments: BTreeMap<String, Tensor> = full.state_tensors().into_iter().collect();
+        sharded.load_state_tensors(&moments, full.steps)?;
+        Ok(Some(sharded))
+    }
+
+    /// The moments of whole parameters, for a checkpoint: with ZeRO-1 gathered from every rank's
+    /// shard (every rank must call this), otherwise `optimizer`'s own.
+    pub fn moments(&self, optimizer: &AdamW, kind: Kind) -> Result<Vec<(String, Tensor)>> {
+        let Some(zero) = &self.zero else {
+            return Ok(optimizer.state_tensors());
+        };
+        let mine: BTreeMap<String, Tensor> = optimizer.state_tensors().into_iter().collect();
+        let total: i64 = self.params.iter().map(|p| p.numel() as i64).sum();
+        let world = self.world_size() as i64;
+        let mut out = Vec::new();
+        for suffix in ["exp_avg", "exp_avg_sq"] {
+            let shard = Tensor::zeros([zero.shard], (Kind::Float, self.params[0].device()));
+            for &(i, _, at, len) in &zero.pieces {
+                let m = &mine[&format!("{}.{suffix}", self.names[i])];
+                shard.narrow(0, at, len).copy_(&m.to_kind(Kind::Float));
+            }
+            let full = shard.new_zeros([zero.shard * world], (Kind::Float, shard.device()));
+            self.group.all_gather(&full, &shard)?.wait()?;
+            let mut offset = 0;
+            for (name, p) in self.names.iter().zip(&self.params) {
+                let n = p.numel() as i64;
+                let m = full
+                    .narrow(0, offset, n)
+                    .view(p.size().as_slice())
+                    .to_kind(kind);
+                out.push((format!("{name}.{suffix}"), m));
+                offset += n;
+            }
+            debug_assert_eq!(offset, total);
+        }
+        Ok(out)
     }
 
     pub fn world_size(&self) -> u64 {
@@ -132,8 +265,66 @@ impl DataParallel {
         Ok(anywhere)
     }
 
+    /// The optimizer step: all-reduced gradients and `optimizer.step`, or with ZeRO-1 the
+    /// reduce-scatter, this rank's shard update and the all-gather of the parameters. Only
+    /// parameters flagged in `anywhere` (see `reduce_stats`) are updated. Returns the global
+    /// gradient norm before clipping.
+    pub fn step(&self, optimizer: &mut AdamW, lr: f64, anywhere: &[bool]) -> Result<f64> {
+        let Some(zero) = &self.zero else {
+            self.reduce_gradients(anywhere)?;
+            return Ok(optimizer.step(lr));
+        };
+        tch::no_grad(|| {
+            let world = self.world_size() as i64;
+            let total: i64 = self.params.iter().map(|p| p.numel() as i64).sum();
+            let grads: Vec<Tensor> = self
+                .params
+                .iter()
+                .zip(anywhere)
+                .map(|(p, &any)| match any {
+                    true => p.grad().view([-1]),
+                    false => p.zeros_like().view([-1]),
+                })
+                .collect();
+            let flat = padded(grads, total, zero.shard * world);
+            let shard = flat.new_zeros([zero.shard], (flat.kind(), flat.device()));
+            self.group.reduce_scatter(&shard, &flat)?.wait()?;
+            drop(flat);
+            release_grads(&self.params);
+            let grads: Vec<Tensor> = zero
+                .pieces
+                .iter()
+                .map(|&(i, _, at, len)| match anywhere[i] {
+                    true => shard.narrow(0, at, len),
+                    false => Tensor::new(),
+                })
+                .collect();
+            let squares: f64 = grads
+                .iter()
+                .filter(|g| g.defined())
+                .map(|g| g.norm().double_value(&[]).powi(2))
+                .sum();
+            let squares = Tensor::from_slice(&[squares]);
+            self.group.all_reduce(&squares, ReduceOp::Sum)?.wait()?;
+            let norm = squares.double_value(&[0]).sqrt();
+            optimizer.update(lr, &grads, norm);
+            let views: Vec<Tensor> = self.params.iter().map(|p| p.view([-1])).collect();
+            let flat = padded(views, total, zero.shard * world);
+            let mine = flat.narrow(0, self.group.rank as i64 * zero.shard, zero.shard);
+            let full = flat.empty_like();
+            self.group.all_gather(&full, &mine.contiguous())?.wait()?;
+            let mut offset = 0;
+            for p in &self.params {
+                let n = p.numel() as i64;
+                p.view([-1]).copy_(&full.narrow(0, offset, n));
+                offset += n;
+            }
+            Ok(norm)
+        })
+    }
+
     /// Sums the gradients of the parameters flagged in `anywhere` over ranks, in buckets.
-    pub fn reduce_gradients(&self, anywhere: &[bool]) -> Result<()> {
+    fn reduce_gradients(&self, anywhere: &[bool]) -> Result<()> {
         let grads: Vec<Tensor> = self
             .params
             .iter()

@@ -93,6 +93,13 @@ extern "C" {
     fn whale_clear_grads(tensors: *const *mut C_tensor, n: i64);
 }
 
+/// Releases the `.grad` of each tensor (`zero_grad(set_to_none=True)`).
+pub fn release_grads<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) {
+    let tensors = ptrs(tensors);
+    // SAFETY: the pointers refer to live tensors; only their `.grad` is reset.
+    unsafe { whale_clear_grads(tensors.as_ptr(), tensors.len() as i64) };
+}
+
 /// The raw handles of `tensors`, for the C++ side; valid while the tensors live.
 fn ptrs<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> Vec<*mut C_tensor> {
     tensors.into_iter().map(raw).collect()
@@ -102,8 +109,20 @@ struct Param {
     tensor: Tensor,
     /// Matrices decay; norms, biases and other 1-D tensors do not.
     decay: bool,
+    /// For a shard of a parameter (ZeRO-1): `tensor` is elements `offset..offset + len` of the
+    /// flattened parameter, and so are the moments.
+    offset: Option<i64>,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
+}
+
+/// What one optimizer slot updates: a whole named parameter, or (ZeRO-1) a flat piece of one.
+pub struct Slot {
+    pub name: String,
+    pub tensor: Tensor,
+    pub decay: bool,
+    /// Where `tensor` starts in the flattened parameter `name`, for a piece.
+    pub offset: Option<i64>,
 }
 
 pub struct AdamW {
@@ -116,20 +135,35 @@ pub struct AdamW {
 impl AdamW {
     /// Optimizes the given named trainable tensors.
     pub fn new(named: Vec<(String, Tensor)>, cfg: OptimConfig) -> Self {
+        let slots = named
+            .into_iter()
+            .map(|(name, tensor)| Slot {
+                name,
+                decay: tensor.dim() >= 2,
+                tensor,
+                offset: None,
+            })
+            .collect();
+        Self::with_slots(slots, cfg)
+    }
+
+    /// Optimizes the given slots (names unique), with zero moments.
+    pub fn with_slots(slots: Vec<Slot>, cfg: OptimConfig) -> Self {
         let kind = match cfg.moments {
             Moments::Fp32 => Kind::Float,
             Moments::Bf16 => Kind::BFloat16,
         };
-        let params = named
+        let params = slots
             .into_iter()
-            .map(|(name, tensor)| {
+            .map(|slot| {
                 let param = Param {
-                    decay: tensor.dim() >= 2,
-                    exp_avg: tensor.zeros_like().to_kind(kind),
-                    exp_avg_sq: tensor.zeros_like().to_kind(kind),
-                    tensor,
+                    decay: slot.decay,
+                    offset: slot.offset,
+                    exp_avg: slot.tensor.zeros_like().to_kind(kind),
+                    exp_avg_sq: slot.tensor.zeros_like().to_kind(kind),
+                    tensor: slot.tensor,
                 };
-                (name, param)
+                (slot.name, param)
             })
             .collect();
         Self {
@@ -137,6 +171,11 @@ impl AdamW {
             params,
             steps: 0,
         }
+    }
+
+    /// The slots' names, in the order `update` takes their gradients.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.params.keys().map(String::as_str)
     }
 
     /// Global L2 norm of the gradients.
@@ -153,15 +192,30 @@ impl AdamW {
     /// One AdamW update at learning rate `lr` after scaling the gradients so that their global L2
     /// norm is at most `clip`; then releases the gradients. Returns the norm before clipping.
     pub fn step(&mut self, lr: f64) -> f64 {
+        let grads: Vec<Tensor> = self.params.values().map(|p| p.tensor.grad()).collect();
+        let defined: Vec<Tensor> = grads
+            .iter()
+            .filter(|g| g.defined())
+            .map(Tensor::shallow_clone)
+            .collect();
+        let norm = Self::grad_norm(&defined);
+        self.update(lr, &grads, norm);
+        self.zero_grad();
+        norm
+    }
+
+    /// One AdamW update from `grads` (one per slot in `names` order; an undefined one leaves its
+    /// slot as it is) whose global L2 norm, over all ranks' slots, is `norm`: gradients are
+    /// scaled to norm at most `clip` first. `.grad`s are neither read nor released.
+    pub fn update(&mut self, lr: f64, grads: &[Tensor], norm: f64) {
         self.steps += 1;
         let live: Vec<(&Param, Tensor)> = self
             .params
             .values()
-            .map(|p| (p, p.tensor.grad()))
+            .zip(grads)
             .filter(|(_, g)| g.defined())
+            .map(|(p, g)| (p, g.shallow_clone()))
             .collect();
-        let grads: Vec<Tensor> = live.iter().map(|(_, g)| g.shallow_clone()).collect();
-        let norm = Self::grad_norm(&grads);
         // Gradients are divided by `divisor` (≥ 1) inside the update: clip / (norm + 1e-6) when
         // clipping, as torch.nn.utils.clip_grad_norm_ scales them.
         let divisor =
@@ -180,8 +234,6 @@ impl AdamW {
                 }
             }
         }
-        self.zero_grad();
-        norm
     }
 
     fn fused_update(
@@ -263,9 +315,7 @@ impl AdamW {
 
     /// Releases the gradients (the next backward writes fresh ones).
     pub fn zero_grad(&mut self) {
-        let tensors = ptrs(self.params.values().map(|p| &p.tensor));
-        // SAFETY: the pointers refer to live tensors; only their `.grad` is reset.
-        unsafe { whale_clear_grads(tensors.as_ptr(), tensors.len() as i64) };
+        release_grads(self.params.values().map(|p| &p.tensor));
     }
 
     /// Moments as named tensors, for the checkpoint.
@@ -281,7 +331,8 @@ impl AdamW {
             .collect()
     }
 
-    /// Restores moments saved by `state_tensors`; every parameter must be present.
+    /// Restores moments saved by `state_tensors` (whole parameters' moments: a piece takes its
+    /// elements of them); every parameter must be present.
     pub fn load_state_tensors(
         &mut self,
         saved: &BTreeMap<String, Tensor>,
@@ -297,7 +348,12 @@ impl AdamW {
                     let src = saved
                         .get(&key)
                         .ok_or_else(|| anyhow::anyhow!("optimizer state lacks {key}"))?;
-                    dst.f_copy_(src)?;
+                    match p.offset {
+                        Some(offset) => {
+                            dst.f_copy_(&src.view([-1]).narrow(0, offset, dst.numel() as i64))?
+                        }
+                        None => dst.f_copy_(src)?,
+                    };
                 }
             }
             Ok(())

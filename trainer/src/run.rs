@@ -257,10 +257,15 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     let started = Instant::now();
     let start_tokens = trainer.tokens;
     let (mut first, mut last): (Option<StepMetrics>, Option<StepMetrics>) = (None, None);
+    // Every rank takes part (ZeRO-1 gathers the moments); rank 0 writes. Ranks decide when from
+    // the step alone, so they always agree.
+    let mut saved_step = resumed_from_step;
     let checkpoint_now = |trainer: &Trainer, source: &dyn BatchSource| -> Result<PathBuf> {
         let dir = checkpoint::checkpoint_dir(&opts.run_dir, trainer.step);
         trainer.save(&dir, &trainer.state(source.state()?, tokenizer_hash))?;
-        checkpoint::prune(&opts.run_dir, train_cfg.keep_checkpoints)?;
+        if leader {
+            checkpoint::prune(&opts.run_dir, train_cfg.keep_checkpoints)?;
+        }
         Ok(dir)
     };
     while trainer.tokens < train_cfg.total_tokens && trainer.step < last_step {
@@ -268,9 +273,6 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
             Ok(m) => m,
             Err(err) => {
                 if let Some(nan) = err.downcast_ref::<NonFiniteLoss>() {
-                    if !leader {
-                        bail!("{nan}; rank 0 saves the last good weights");
-                    }
                     let dir = checkpoint_now(&trainer, source.as_ref())?;
                     bail!(
                         "{nan}; stopped and saved the last good weights to {}",
@@ -288,16 +290,16 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         }
         bar.set_position(m.step);
         bar.set_message(describe(&m));
-        if leader && train_cfg.checkpoint_every > 0 && m.step % train_cfg.checkpoint_every == 0 {
+        if train_cfg.checkpoint_every > 0 && m.step % train_cfg.checkpoint_every == 0 {
             checkpoint_now(&trainer, source.as_ref())?;
+            saved_step = Some(m.step);
         }
         first.get_or_insert_with(|| m.clone());
         last = Some(m);
     }
     bar.finish_and_clear();
-    let final_dir = checkpoint::checkpoint_dir(&opts.run_dir, trainer.step);
-    let checkpoint = if !leader || final_dir.exists() {
-        final_dir
+    let checkpoint = if saved_step == Some(trainer.step) {
+        checkpoint::checkpoint_dir(&opts.run_dir, trainer.step)
     } else {
         checkpoint_now(&trainer, source.as_ref())?
     };

@@ -14,12 +14,12 @@ use tch::{nn, Device, Kind, Tensor};
 use crate::checkpoint::{self, TrainerState};
 use crate::config::ModelConfig;
 use crate::data::BatchSource;
-use crate::data_parallel::{DataParallel, StepStats};
+use crate::data_parallel::{DataParallel, DistributedConfig, StepStats};
 use crate::dist::ProcessGroup;
 use crate::linear::Precision;
 use crate::model::{LossWeights, Model};
 use crate::moe::update_bias;
-use crate::optim::{AdamW, OptimConfig};
+use crate::optim::{release_grads, AdamW, Moments, OptimConfig};
 use crate::schedule::{BatchRamp, LrSchedule, Switch};
 
 /// A training run's recipe, read from `configs/train.toml`.
@@ -52,6 +52,9 @@ pub struct TrainConfig {
     pub bias_gamma: Switch,
     /// Weight α of the sequence-wise balance loss (DeepSeek-V3: 0.0001).
     pub balance_alpha: f64,
+    /// How the ranks of a multi-process job share the work (ZeRO stage).
+    #[serde(default)]
+    pub distributed: DistributedConfig,
 }
 
 fn default_keep_checkpoints() -> usize {
@@ -166,7 +169,11 @@ impl Trainer {
     /// Trains as one rank of `group` from now on, starting from rank 0's weights (call after
     /// `restore`, which every rank does from the same checkpoint).
     pub fn distribute(&mut self, group: ProcessGroup) -> Result<()> {
-        self.parallel = Some(DataParallel::new(group, &self.vs)?);
+        let dp = DataParallel::new(group, &self.vs, &self.cfg.distributed)?;
+        if let Some(sharded) = dp.shard_optimizer(&self.optimizer, &self.cfg.optim)? {
+            self.optimizer = sharded;
+        }
+        self.parallel = Some(dp);
         Ok(())
     }
 
@@ -271,18 +278,18 @@ impl Trainer {
             None => None,
         };
         if !loss.is_finite() {
-            self.optimizer.zero_grad();
+            release_grads(&self.vs.trainable_variables());
             return Err(NonFiniteLoss {
                 step: self.step + 1,
                 loss,
             }
             .into());
         }
-        if let (Some(dp), Some(anywhere)) = (&self.parallel, &anywhere) {
-            dp.reduce_gradients(anywhere)?;
-        }
         let lr = self.cfg.lr.lr(self.step, progress);
-        let grad_norm = self.optimizer.step(lr);
+        let grad_norm = match (&self.parallel, &anywhere) {
+            (Some(dp), Some(anywhere)) => dp.step(&mut self.optimizer, lr, anywhere)?,
+            _ => self.optimizer.step(lr),
+        };
         let gamma = self.cfg.bias_gamma.value(progress);
         let expert_load = loads
             .iter()
@@ -332,8 +339,23 @@ impl Trainer {
         }
     }
 
+    /// Writes a checkpoint (rank 0 does; with ZeRO-1 every rank must call this, as the moments
+    /// are gathered from all).
     pub fn save(&self, dir: &Path, state: &TrainerState) -> Result<()> {
-        checkpoint::save(dir, &self.vs, &self.optimizer, state)
+        let moments = match &self.parallel {
+            Some(dp) => {
+                let kind = match self.cfg.optim.moments {
+                    Moments::Fp32 => Kind::Float,
+                    Moments::Bf16 => Kind::BFloat16,
+                };
+                dp.moments(&self.optimizer, kind)?
+            }
+            None => self.optimizer.state_tensors(),
+        };
+        if self.is_leader() {
+            checkpoint::save(dir, &self.vs, &moments, state)?;
+        }
+        Ok(())
     }
 
     /// Restores weights, moments, step and token count from a checkpoint.
@@ -394,7 +416,6 @@ pub fn resume_point(run_dir: &Path) -> Result<Option<(PathBuf, TrainerState)>> {
 mod tests {
     use super::*;
     use crate::data::Synthetic;
-    use crate::optim::Moments;
     use crate::testing::tiny_config;
 
     fn train_config() -> TrainConfig {

@@ -39,8 +39,9 @@ fn write_shards(dir: &Path) {
     w.finish().unwrap();
 }
 
-/// A recipe with a global batch of 8 sequences of 32 tokens, as `micro_batch` per rank.
-fn write_config(path: &Path, micro_batch: u64) {
+/// A recipe with a global batch of 8 sequences of 32 tokens, as `micro_batch` per rank, and
+/// ZeRO stage `zero`.
+fn write_config(path: &Path, micro_batch: u64, zero: u8) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/train.toml");
     let mut cfg = TrainConfig::from_file(&repo).unwrap();
     cfg.seq_len = 32;
@@ -55,6 +56,7 @@ fn write_config(path: &Path, micro_batch: u64) {
         warmup_steps: 2,
     };
     cfg.checkpoint_every = 2;
+    cfg.distributed.zero = zero;
     std::fs::write(path, toml::to_string(&cfg).unwrap()).unwrap();
 }
 
@@ -69,19 +71,22 @@ impl Setup {
         let root = dir.path().to_path_buf();
         write_shards(&root.join("shards"));
         for b in [4, 8] {
-            write_config(&root.join(format!("b{b}.toml")), b);
+            write_config(&root.join(format!("b{b}.toml")), b, 0);
         }
+        write_config(&root.join("b4-zero1.toml"), 4, 1);
         Self { _dir: dir, root }
     }
 
-    fn args(&self, run: &str, micro_batch: u64, extra: &[&str]) -> Vec<String> {
+    /// `whale-train train` flags for run directory `run` with config `config` (`b4`, `b8`,
+    /// `b4-zero1`), then `extra`.
+    fn args(&self, run: &str, config: &str, extra: &[&str]) -> Vec<String> {
         let path = |p: &str| self.root.join(p).to_str().unwrap().to_string();
         let mut args: Vec<String> = [
             "train",
             "--shards",
             &path("shards"),
             "--config",
-            &path(&format!("b{micro_batch}.toml")),
+            &path(&format!("{config}.toml")),
             "--out",
             &path(run),
             "--threads",
@@ -96,8 +101,8 @@ impl Setup {
         args
     }
 
-    fn train(&self, run: &str, micro_batch: u64, extra: &[&str]) -> serde_json::Value {
-        let args = self.args(run, micro_batch, extra);
+    fn train(&self, run: &str, config: &str, extra: &[&str]) -> serde_json::Value {
+        let args = self.args(run, config, extra);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         serde_json::from_slice(&common::whale_train(&args).stdout).unwrap()
     }
@@ -110,11 +115,12 @@ impl Setup {
             .collect()
     }
 
-    fn weights(&self, run: &str, step: u64) -> Vec<(String, Tensor)> {
+    /// The tensors of `file` (model or optimizer .safetensors) of the checkpoint of `step`.
+    fn tensors(&self, run: &str, step: u64, file: &str) -> Vec<(String, Tensor)> {
         let file = self
             .root
             .join(run)
-            .join(format!("checkpoints/step-{step:08}/model.safetensors"));
+            .join(format!("checkpoints/step-{step:08}/{file}"));
         let mut named = Tensor::read_safetensors(file).unwrap();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         named
@@ -125,16 +131,15 @@ fn close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol * a.abs().max(b.abs()).max(1e-3)
 }
 
-/// 2 ranks × micro-batch 4 (run in two parts, resumed at step 2) against 1 rank × 8, then the
-/// 2-rank checkpoint of step 2 resumed on 1 rank: same losses, gradient norms, expert loads and
-/// weights, within fp32 reduction order.
-#[test]
-fn two_ranks_match_one_rank_with_twice_the_micro_batch() {
+/// 2 ranks × micro-batch 4 with the train config `config` (run in two parts, resumed at step 2)
+/// against 1 rank × 8, then the 2-rank checkpoint of step 2 resumed on 1 rank: same losses,
+/// gradient norms, expert loads and weights, within fp32 reduction order.
+fn two_ranks_match_one_rank_with_twice_the_micro_batch(config: &str) {
     let s = Setup::new();
-    let one = s.train("one", 8, &["--steps", "4"]);
+    let one = s.train("one", "b8", &["--steps", "4"]);
     assert_eq!(one["steps"], 4);
-    s.train("two", 4, &["--steps", "2", "--nproc", "2"]);
-    let two = s.train("two", 4, &["--steps", "4", "--resume", "--nproc", "2"]);
+    s.train("two", config, &["--steps", "2", "--nproc", "2"]);
+    let two = s.train("two", config, &["--steps", "4", "--resume", "--nproc", "2"]);
     assert_eq!(two["resumed_from_step"], 2);
     assert_eq!(two["tokens"], one["tokens"], "the global batch is the same");
 
@@ -148,16 +153,21 @@ fn two_ranks_match_one_rank_with_twice_the_micro_batch() {
         assert_eq!(a["expert_load"], b["expert_load"], "step {}", a["step"]);
         assert_eq!(b["batch_sequences"], 8);
     }
-    let worst = s
-        .weights("one", 4)
-        .iter()
-        .zip(s.weights("two", 4))
-        .map(|((n1, a), (n2, b))| {
-            assert_eq!(n1, &n2);
-            (a - b).abs().max().double_value(&[])
-        })
-        .fold(0.0, f64::max);
-    assert!(worst < 1e-4, "weights differ by {worst}");
+    // Weights, and the moments (gathered from the shards with ZeRO-1), relative to each tensor's
+    // largest element.
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        let (a, b) = (s.tensors("one", 4, file), s.tensors("two", 4, file));
+        assert_eq!(a.len(), b.len(), "{file}");
+        for ((n1, x), (n2, y)) in a.iter().zip(&b) {
+            assert_eq!(n1, n2);
+            let diff = (x - y).abs().max().double_value(&[]);
+            let scale = x.abs().max().double_value(&[]).max(1e-12);
+            assert!(
+                diff <= 1e-3 * scale,
+                "{file} {n1}: differs by {diff} of {scale}"
+            );
+        }
+    }
 
     // The step-2 checkpoint of two ranks, resumed on one (micro-batch 4 × 2 accumulations).
     let copy = s.root.join("two-then-one");
@@ -170,13 +180,25 @@ fn two_ranks_match_one_rank_with_twice_the_micro_batch() {
         let f = f.unwrap();
         std::fs::copy(f.path(), dest.join(f.file_name())).unwrap();
     }
-    s.train("two-then-one", 4, &["--steps", "4", "--resume"]);
+    s.train("two-then-one", "b4", &["--steps", "4", "--resume"]);
     let m3 = s.metrics("two-then-one");
     assert_eq!(m3.len(), 2, "steps 3 and 4");
     for (a, b) in m1[2..].iter().zip(&m3) {
         let (x, y) = (a["loss"].as_f64().unwrap(), b["loss"].as_f64().unwrap());
         assert!(close(x, y, 1e-4), "step {}: {x} vs {y}", a["step"]);
     }
+}
+
+#[test]
+fn two_ranks_match_one_rank() {
+    two_ranks_match_one_rank_with_twice_the_micro_batch("b4");
+}
+
+/// ZeRO-1: the same numbers with the moments sharded, and its checkpoint (moments gathered)
+/// resumes on one rank.
+#[test]
+fn two_ranks_with_zero1_match_one_rank() {
+    two_ranks_match_one_rank_with_twice_the_micro_batch("b4-zero1");
 }
 
 /// Pids of the direct children of `parent` (Linux /proc), with their RANK variable.
@@ -212,7 +234,7 @@ fn ranks_of(parent: u32) -> Vec<(u32, String)> {
 #[test]
 fn a_killed_rank_ends_the_job_naming_it() {
     let s = Setup::new();
-    let args = s.args("killed", 4, &["--steps", "100000", "--nproc", "2"]);
+    let args = s.args("killed", "b4", &["--steps", "100000", "--nproc", "2"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut job = common::command(&args)
         .stdout(std::process::Stdio::piped())
@@ -264,7 +286,7 @@ fn torchrun_launches_whale_train() {
     );
     let s = Setup::new();
     let port = trainer::dist::placement::free_port().unwrap().to_string();
-    let args = s.args("torchrun", 4, &["--steps", "2"]);
+    let args = s.args("torchrun", "b4", &["--steps", "2"]);
     let out = std::process::Command::new(&torchrun)
         .args(["--nproc-per-node", "2", "--master-addr", "127.0.0.1"])
         .args(["--master-port", &port, "--no-python"])
@@ -278,7 +300,7 @@ fn torchrun_launches_whale_train() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    s.train("nproc", 4, &["--steps", "2", "--nproc", "2"]);
+    s.train("nproc", "b4", &["--steps", "2", "--nproc", "2"]);
     let loss = |run| -> Vec<serde_json::Value> {
         s.metrics(run).iter().map(|m| m["loss"].clone()).collect()
     };
