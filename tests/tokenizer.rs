@@ -191,3 +191,73 @@ fn bad_settings_and_inputs_are_clear_errors() {
     assert!(!inspect.status.success());
     assert!(String::from_utf8_lossy(&inspect.stderr).contains("unsupported model type"));
 }
+
+#[test]
+fn encode_a_corpus_in_order_for_any_thread_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    write_corpus(&input);
+    let tok = tmp.path().join("tokenizer.json");
+    let (tok_s, docs) = (tok.to_str().unwrap(), input.join("docs.jsonl"));
+    let extra = input.join("extra.txt");
+    ok(whale(&[
+        "tokenizer",
+        "train",
+        "--input",
+        docs.to_str().unwrap(),
+        "--out",
+        tok_s,
+        "--vocab-size",
+        "400",
+    ]));
+    let encode = |threads: &str, out: &Path| {
+        let run = Command::new(env!("CARGO_BIN_EXE_whale"))
+            .args([
+                "tokenizer",
+                "encode",
+                "--tokenizer",
+                tok_s,
+                "--json",
+                "--input",
+            ])
+            .args([&docs, &extra])
+            .arg("--output")
+            .arg(out)
+            .env("RAYON_NUM_THREADS", threads)
+            .output()
+            .unwrap();
+        let summary: serde_json::Value = serde_json::from_str(&ok(run)).unwrap();
+        (summary, std::fs::read_to_string(out).unwrap())
+    };
+    let (summary, one) = encode("1", &tmp.path().join("one.jsonl"));
+    let (_, two) = encode("2", &tmp.path().join("two.jsonl"));
+    assert_eq!(one, two, "same bytes for any thread count");
+    // 400 JSONL documents and 2 good `.txt` lines; the line that is not UTF-8 is counted.
+    assert_eq!(summary["docs"], 402);
+    assert_eq!(summary["skipped"]["invalid_utf8"], 1, "{summary}");
+    let lines: Vec<serde_json::Value> = one
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids = |n: usize| -> Vec<u32> { serde_json::from_value(lines[n]["ids"].clone()).unwrap() };
+    let single = ok(whale(&[
+        "tokenizer",
+        "encode",
+        "--tokenizer",
+        tok_s,
+        "--text",
+        "plain text line three\n",
+    ]));
+    let single: Vec<u32> = single
+        .split_whitespace()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(ids(401), single, "the last .txt line, in input order");
+    assert!(
+        lines[401]["id"].as_str().unwrap().ends_with("extra.txt:39"),
+        "{}",
+        lines[401]
+    );
+    assert!(!tmp.path().join("one.jsonl.tmp").exists());
+}
