@@ -93,6 +93,10 @@ pub struct StepMetrics {
     /// Model FLOPs utilization, when the accelerator's peak is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mfu: Option<f64>,
+    /// With several ranks: bytes this rank sent during the step (ring algorithms' count, see
+    /// `ProcessGroup::sent_bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm_bytes: Option<u64>,
 }
 
 /// Model, optimizer and position in the run.
@@ -225,6 +229,7 @@ impl Trainer {
     /// One optimizer step over as many micro-batches as the batch ramp asks for.
     pub fn train_step(&mut self, source: &mut dyn BatchSource) -> Result<StepMetrics> {
         let started = Instant::now();
+        let sent_before = self.parallel.as_ref().map(|dp| dp.group.sent_bytes());
         let progress = self.progress();
         let world = self.world_size();
         // Micro-batches per rank: the global batch is spread over every rank's micro-batches.
@@ -324,6 +329,9 @@ impl Trainer {
             step_seconds,
             tokens_per_second: step_tokens as f64 / step_seconds.max(1e-9),
             mfu: None,
+            comm_bytes: sent_before
+                .zip(self.parallel.as_ref())
+                .map(|(before, dp)| dp.group.sent_bytes() - before),
         })
     }
 

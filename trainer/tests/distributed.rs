@@ -152,6 +152,11 @@ fn two_ranks_match_one_rank_with_twice_the_micro_batch(config: &str) {
         }
         assert_eq!(a["expert_load"], b["expert_load"], "step {}", a["step"]);
         assert_eq!(b["batch_sequences"], 8);
+        assert!(
+            a.get("comm_bytes").is_none(),
+            "one process communicates nothing"
+        );
+        assert!(b["comm_bytes"].as_u64().unwrap() > 0);
     }
     // Weights, and the moments (gathered from the shards with ZeRO-1), relative to each tensor's
     // largest element.

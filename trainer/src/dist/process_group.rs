@@ -3,6 +3,7 @@
 //! returns a [`Work`] that is waited on with the group's timeout, so a peer that died or hangs ends
 //! the job with an error instead of a silent hang.
 
+use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::time::Duration;
 
@@ -126,6 +127,8 @@ pub struct ProcessGroup {
     pub rank: usize,
     pub world_size: usize,
     timeout: Duration,
+    /// Bytes this rank has sent so far (see `sent_bytes`).
+    sent: Cell<u64>,
 }
 
 /// A launched collective; [`Work::wait`] finishes it.
@@ -232,14 +235,29 @@ impl ProcessGroup {
             rank: place.rank,
             world_size: place.world_size,
             timeout,
+            sent: Cell::new(0),
         })
     }
 
+    /// Bytes this rank has sent so far, counted as the bandwidth-optimal (ring) algorithms send
+    /// them, whatever the backend chose: for a buffer of B bytes over W ranks, an all-reduce sends
+    /// 2(W−1)/W·B, a reduce-scatter or an all-gather (W−1)/W·B, a broadcast B.
+    pub fn sent_bytes(&self) -> u64 {
+        self.sent.get()
+    }
+
+    /// Launches a collective over a buffer of `full` (the largest tensor of the collective), of
+    /// which this rank sends `share` under the ring algorithms.
     fn launch(
         &self,
         what: &'static str,
+        (full, share): (Option<&Tensor>, f64),
         call: impl FnOnce(*mut c_void, *mut *mut c_void, *mut c_char, i64) -> c_int,
     ) -> Result<Work> {
+        if let Some(t) = full {
+            let bytes = (t.numel() * t.kind().elt_size_in_bytes()) as f64 * share;
+            self.sent.set(self.sent.get() + bytes.round() as u64);
+        }
         let handle = create(what, whale_dist_work_free, |out, err, len| {
             call(self.pg.ptr, out, err, len)
         })?;
@@ -251,9 +269,14 @@ impl ProcessGroup {
         })
     }
 
+    /// (W−1)/W: the share of a buffer each rank sends in a ring reduce-scatter or all-gather.
+    fn ring_share(&self) -> f64 {
+        (self.world_size - 1) as f64 / self.world_size as f64
+    }
+
     /// Overwrites `t` on every rank with rank `root`'s `t`.
     pub fn broadcast(&self, t: &Tensor, root: usize) -> Result<Work> {
-        self.launch("broadcast", |pg, work, err, len| unsafe {
+        self.launch("broadcast", (Some(t), 1.0), |pg, work, err, len| unsafe {
             // SAFETY: `t` lives until the work is waited on (the caller holds it).
             whale_dist_broadcast(pg, raw(t), root as c_int, work, err, len)
         })
@@ -262,7 +285,8 @@ impl ProcessGroup {
     /// Combines `t` over all ranks, in place.
     pub fn all_reduce(&self, t: &Tensor, op: ReduceOp) -> Result<Work> {
         let native_avg = op == ReduceOp::Avg && self.backend == Backend::Nccl;
-        let mut work = self.launch("all-reduce", |pg, work, err, len| unsafe {
+        let ring = 2.0 * self.ring_share();
+        let mut work = self.launch("all-reduce", (Some(t), ring), |pg, work, err, len| unsafe {
             // SAFETY: as in `broadcast`.
             whale_dist_all_reduce(pg, raw(t), native_avg as c_int, work, err, len)
         })?;
@@ -275,23 +299,31 @@ impl ProcessGroup {
     /// Sums `input` (`world_size` equal chunks along dim 0, flattened) over ranks; this rank's
     /// chunk of the sum lands in `output`.
     pub fn reduce_scatter(&self, output: &Tensor, input: &Tensor) -> Result<Work> {
-        self.launch("reduce-scatter", |pg, work, err, len| unsafe {
-            // SAFETY: as in `broadcast`.
-            whale_dist_reduce_scatter(pg, raw(output), raw(input), work, err, len)
-        })
+        self.launch(
+            "reduce-scatter",
+            (Some(input), self.ring_share()),
+            |pg, work, err, len| unsafe {
+                // SAFETY: as in `broadcast`.
+                whale_dist_reduce_scatter(pg, raw(output), raw(input), work, err, len)
+            },
+        )
     }
 
     /// Concatenates every rank's `input`, in rank order, into `output`.
     pub fn all_gather(&self, output: &Tensor, input: &Tensor) -> Result<Work> {
-        self.launch("all-gather", |pg, work, err, len| unsafe {
-            // SAFETY: as in `broadcast`.
-            whale_dist_all_gather(pg, raw(output), raw(input), work, err, len)
-        })
+        self.launch(
+            "all-gather",
+            (Some(output), self.ring_share()),
+            |pg, work, err, len| unsafe {
+                // SAFETY: as in `broadcast`.
+                whale_dist_all_gather(pg, raw(output), raw(input), work, err, len)
+            },
+        )
     }
 
     /// Returns once every rank has reached it.
     pub fn barrier(&self) -> Result<()> {
-        self.launch("barrier", |pg, work, err, len| unsafe {
+        self.launch("barrier", (None, 0.0), |pg, work, err, len| unsafe {
             // SAFETY: the group is live.
             whale_dist_barrier(pg, work, err, len)
         })?
