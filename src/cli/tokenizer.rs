@@ -436,6 +436,8 @@ fn inspect(args: InspectArgs) -> Result<()> {
         "bos_id": tok.bos_id(),
         "eos_id": tok.eos_id(),
         "pre_tokenizer": tok.pre_tokenizer().name(),
+        "normalizes": tok.normalizes(),
+        "template": {"before": tok.template_specials().0, "after": tok.template_specials().1},
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -449,7 +451,10 @@ fn inspect(args: InspectArgs) -> Result<()> {
         tok.model_vocab_len()
     );
     println!("pre-tok     {}", tok.pre_tokenizer().name());
+    println!("normalizes  {}", tok.normalizes());
     println!("bos / eos   {:?} / {:?}", tok.bos_id(), tok.eos_id());
+    let (before, after) = tok.template_specials();
+    println!("template    {before:?} $A {after:?}");
     for t in tok.added_tokens() {
         let kind = if t.special { "special" } else { "added" };
         println!("{kind:<11} {:>7}  {}", t.id, t.content);
