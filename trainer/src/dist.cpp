@@ -32,12 +32,16 @@ using Store = c10::intrusive_ptr<c10d::Store>;
 using Backend = c10::intrusive_ptr<c10d::Backend>;
 using Work = c10::intrusive_ptr<c10d::Work>;
 
-// Runs `body`, turning an exception into the error protocol of cpp_error.h.
+// Runs `body`, turning an exception into the error protocol of cpp_error.h (c10's errors without
+// their C++ backtrace: the message is what a user needs).
 template <typename F>
 int guarded(char* err, int64_t err_len, F body) {
   try {
     body();
     return 0;
+  } catch (const c10::Error& e) {
+    write_err(e.what_without_backtrace(), err, err_len);
+    return 1;
   } catch (const std::exception& e) {
     write_err(e.what(), err, err_len);
     return 1;

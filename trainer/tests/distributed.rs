@@ -235,18 +235,21 @@ fn ranks_of(parent: u32) -> Vec<(u32, String)> {
     out
 }
 
-/// Killing rank 1 in the middle of training ends the whole job quickly, with an error naming it.
-#[test]
-fn a_killed_rank_ends_the_job_naming_it() {
+/// Starts a 2-rank job that waits `timeout` seconds for a peer, sends `signal` to rank 1 once
+/// training runs, and returns the job's stderr, how long the job took to end after the signal,
+/// and whether rank 0 is gone.
+fn signal_rank_1(signal: i32, timeout: &str) -> (String, Duration, bool) {
     let s = Setup::new();
-    let args = s.args("killed", "b4", &["--steps", "100000", "--nproc", "2"]);
+    let mut args = s.args("job", "b4", &["--steps", "100000", "--nproc", "2"]);
+    let at = args.iter().position(|a| a == "--dist-timeout").unwrap();
+    args[at + 1] = timeout.into();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut job = common::command(&args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let metrics = s.root.join("killed/metrics.jsonl");
+    let metrics = s.root.join("job/metrics.jsonl");
     let started = Instant::now();
     while std::fs::metadata(&metrics).map_or(true, |m| m.len() == 0) {
         assert!(
@@ -264,19 +267,45 @@ fn a_killed_rank_ends_the_job_naming_it() {
             .unwrap_or_else(|| panic!("rank {r} is a child of the launcher: {ranks:?}"))
             .0
     };
-    let (pid, survivor) = (pid("1"), pid("0"));
+    let (target, survivor) = (pid("1"), pid("0"));
     // SAFETY: plain kill(2) of a process this test started (through the launcher).
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    let killed = Instant::now();
+    unsafe { libc::kill(target as i32, signal) };
+    let signalled = Instant::now();
     let out = job.wait_with_output().unwrap();
-    assert!(killed.elapsed() < Duration::from_secs(20), "ended late");
+    let took = signalled.elapsed();
     assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("rank 1 of 2 failed"), "{stderr}");
+    let gone = !Path::new(&format!("/proc/{survivor}")).exists();
+    (
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        took,
+        gone,
+    )
+}
+
+/// Killing rank 1 in the middle of training ends the whole job quickly, with an error naming it.
+#[test]
+fn a_killed_rank_ends_the_job_naming_it() {
+    let (stderr, took, gone) = signal_rank_1(libc::SIGKILL, "30");
     assert!(
-        !Path::new(&format!("/proc/{survivor}")).exists(),
-        "rank 0 was stopped and reaped"
+        took < Duration::from_secs(20),
+        "ended {took:?} after the kill"
     );
+    assert!(stderr.contains("rank 1 of 2 failed"), "{stderr}");
+    assert!(gone, "rank 0 was stopped and reaped");
+}
+
+/// A rank that stops answering (SIGSTOP) ends the job once the others' wait runs out, and the
+/// launcher names it as the one still running.
+#[test]
+fn a_hung_rank_ends_the_job_within_the_timeout() {
+    let (stderr, took, gone) = signal_rank_1(libc::SIGSTOP, "3");
+    assert!(
+        took < Duration::from_secs(20),
+        "ended {took:?} after the stop"
+    );
+    assert!(stderr.contains("stopped answering within 3s"), "{stderr}");
+    assert!(stderr.contains("still running then: rank 1"), "{stderr}");
+    assert!(gone, "rank 0 exited and was reaped");
 }
 
 /// torchrun from the project's `.venv` (its agent hosts the store) launches `whale-train` as two

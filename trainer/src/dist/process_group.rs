@@ -136,6 +136,7 @@ pub struct ProcessGroup {
 pub struct Work {
     handle: Handle,
     what: &'static str,
+    rank: usize,
     timeout: Duration,
     /// Gloo has no AVG: the SUM is divided by the world size once it is done.
     divide: Option<(Tensor, f64)>,
@@ -151,8 +152,9 @@ impl Work {
         })
         .with_context(|| {
             format!(
-                "a peer rank died or stopped answering within {:?} (see the other ranks' errors)",
-                self.timeout
+                "rank {}: a peer rank died or stopped answering within {:?} (see the other ranks' \
+                 errors; --dist-timeout sets the wait)",
+                self.rank, self.timeout
             )
         })?;
         if let Some((t, n)) = &self.divide {
@@ -264,6 +266,7 @@ impl ProcessGroup {
         Ok(Work {
             handle,
             what,
+            rank: self.rank,
             timeout: self.timeout,
             divide: None,
         })

@@ -53,10 +53,19 @@ pub fn run_local_ranks(exe: &Path, args: &[OsString], nproc: usize) -> Result<()
         // A rank that was killed is the cause; the others then fail to reach it.
         failed.sort_by_key(|(_, status)| status.signal().is_none());
         if let Some((rank, status)) = failed.first() {
+            // When a rank timed out waiting, the ranks still running are the ones that hung.
+            let alive: Vec<String> = (0..nproc)
+                .filter(|&r| children[r].is_some())
+                .map(|r| r.to_string())
+                .collect();
             kill_all(&mut children);
+            let alive = match alive.len() {
+                0 => String::new(),
+                _ => format!(" (still running then: rank {})", alive.join(", ")),
+            };
             bail!(
-                "rank {rank} of {nproc} failed ({status}); stopped the other ranks (its error, if it \
-                 wrote one, is above)"
+                "rank {rank} of {nproc} failed ({status}); stopped the other ranks{alive}; its \
+                 error, if it wrote one, is above"
             );
         }
         if running == 0 {
