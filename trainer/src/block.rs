@@ -4,6 +4,7 @@
 use tch::{nn, Tensor};
 
 use crate::config::ModelConfig;
+use crate::kv_cache::LatentCache;
 use crate::linear::Precision;
 use crate::mla::Mla;
 use crate::mlp::Mlp;
@@ -56,12 +57,25 @@ impl Block {
         let x = x + self
             .self_attn
             .forward(&self.input_layernorm.forward(x), rope);
-        let normed = self.post_attention_layernorm.forward(&x);
+        self.ffn(&x)
+    }
+
+    /// `forward` for new tokens after the positions held in `cache` (incremental decoding).
+    pub fn forward_cached(&self, x: &Tensor, rope: &Rope, cache: &mut LatentCache) -> Tensor {
+        let x = x + self
+            .self_attn
+            .forward_cached(&self.input_layernorm.forward(x), rope, cache);
+        self.ffn(&x).0
+    }
+
+    /// x + FFN(RMSNorm(x)).
+    fn ffn(&self, x: &Tensor) -> (Tensor, Option<MoeStats>) {
+        let normed = self.post_attention_layernorm.forward(x);
         match &self.mlp {
-            Ffn::Dense(mlp) => (&x + mlp.forward(&normed), None),
+            Ffn::Dense(mlp) => (x + mlp.forward(&normed), None),
             Ffn::Moe(moe) => {
                 let (y, stats) = moe.forward(&normed);
-                (&x + y, Some(stats))
+                (x + y, Some(stats))
             }
         }
     }

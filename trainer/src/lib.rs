@@ -14,6 +14,7 @@ pub mod dist;
 pub mod fp8;
 pub mod host_memory;
 pub mod info;
+pub mod kv_cache;
 pub mod linear;
 pub mod mla;
 pub mod mlp;

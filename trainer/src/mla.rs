@@ -1,11 +1,13 @@
 //! Multi-head Latent Attention (DeepSeek-V2 §2.1): keys and values are reconstructed from one
 //! compressed latent c_kv per token, and positional information rides on a separate RoPE key that is
 //! shared by all heads, so the per-token inference cache is only `kv_lora_rank + qk_rope_head_dim`
-//! numbers. Training uses the plain form: up-project K and V, then ordinary causal attention.
+//! numbers. Training uses the plain form: up-project K and V, then ordinary causal attention;
+//! incremental decoding uses the "absorbed" form over a `LatentCache` (`Mla::forward_cached`).
 
-use tch::{nn, Tensor};
+use tch::{nn, Kind, Tensor};
 
 use crate::config::ModelConfig;
+use crate::kv_cache::LatentCache;
 use crate::linear::{Linear, Precision};
 use crate::norm::RmsNorm;
 use crate::rope::Rope;
@@ -93,12 +95,12 @@ impl Mla {
         self.softmax_scale
     }
 
-    /// Queries `[b, h, s, nope+rope]`, keys (the shared RoPE key broadcast to every head) and values.
-    pub fn qkv(&self, x: &Tensor, rope: &Rope) -> Qkv {
+    /// Per-head queries of `x` at positions `start..start + seq`, split into the part compared with
+    /// the up-projected keys `q_nope [b, s, h, qk_nope]` and the rotated part `q_pe [b, s, h, qk_rope]`.
+    fn queries(&self, x: &Tensor, rope: &Rope, start: i64) -> (Tensor, Tensor) {
         let (b, s, _) = x
             .size3()
             .expect("attention input must be [batch, seq, dim]");
-        let h = self.n_heads;
         let q = match &self.q {
             QueryProj::Full(q_proj) => q_proj.forward(x),
             QueryProj::LowRank {
@@ -107,23 +109,47 @@ impl Mla {
                 q_b_proj,
             } => q_b_proj.forward(&q_a_layernorm.forward(&q_a_proj.forward(x))),
         };
-        let q = q.view([b, s, h, self.qk_nope + self.qk_rope]);
+        let q = q.view([b, s, self.n_heads, self.qk_nope + self.qk_rope]);
         let q_parts = q.split_with_sizes([self.qk_nope, self.qk_rope], -1);
-        let q = Tensor::cat(&[q_parts[0].shallow_clone(), rope.apply(&q_parts[1])], -1);
+        (
+            q_parts[0].shallow_clone(),
+            rope.apply_from(&q_parts[1], start),
+        )
+    }
 
+    /// What MLA caches per token: the normalized latent `c_kv [b, s, kv_lora_rank]` and the rotated
+    /// RoPE key shared by all heads `k_rope [b, s, qk_rope]`, for positions `start..start + seq`.
+    fn latents(&self, x: &Tensor, rope: &Rope, start: i64) -> (Tensor, Tensor) {
+        let (b, s, _) = x
+            .size3()
+            .expect("attention input must be [batch, seq, dim]");
         let kv_a = self.kv_a_proj_with_mqa.forward(x);
         let kv_a_parts = kv_a.split_with_sizes([self.kv_lora, self.qk_rope], -1);
-        let (c_kv, k_rope) = (&kv_a_parts[0], &kv_a_parts[1]);
-        let k_rope = rope.apply(&k_rope.view([b, s, 1, self.qk_rope]));
+        let c_kv = self.kv_a_layernorm.forward(&kv_a_parts[0]);
+        let k_rope = rope.apply_from(&kv_a_parts[1].view([b, s, 1, self.qk_rope]), start);
+        (c_kv, k_rope.view([b, s, self.qk_rope]))
+    }
+
+    /// Queries `[b, h, s, nope+rope]`, keys (the shared RoPE key broadcast to every head) and values.
+    pub fn qkv(&self, x: &Tensor, rope: &Rope) -> Qkv {
+        let (b, s, _) = x
+            .size3()
+            .expect("attention input must be [batch, seq, dim]");
+        let h = self.n_heads;
+        let (q_nope, q_pe) = self.queries(x, rope, 0);
+        let q = Tensor::cat(&[q_nope, q_pe], -1);
+        let (c_kv, k_rope) = self.latents(x, rope, 0);
         let kv = self
             .kv_b_proj
-            .forward(&self.kv_a_layernorm.forward(c_kv))
+            .forward(&c_kv)
             .view([b, s, h, self.qk_nope + self.v_head]);
         let kv_parts = kv.split_with_sizes([self.qk_nope, self.v_head], -1);
         let k = Tensor::cat(
             &[
                 kv_parts[0].shallow_clone(),
-                k_rope.expand([b, s, h, self.qk_rope], false),
+                k_rope
+                    .view([b, s, 1, self.qk_rope])
+                    .expand([b, s, h, self.qk_rope], false),
             ],
             -1,
         );
@@ -132,6 +158,46 @@ impl Mla {
             k: k.transpose(1, 2),
             v: kv_parts[1].transpose(1, 2),
         }
+    }
+
+    /// Attention of the new tokens `x [b, s, dim]` (positions `cache.len()..`) over every cached
+    /// position and themselves, in DeepSeek-V3's "absorb" form: with W_UK, W_UV the key and value
+    /// halves of `kv_b_proj` (per head `[qk_nope, kv_lora]`, `[v_head, kv_lora]`),
+    ///   q_nope·k_nope = q_nope·(W_UK c_kv) = (W_UKᵀ q_nope)·c_kv    (W_UK folded into the query)
+    ///   Σ_t p_t·v_t   = W_UV (Σ_t p_t·c_kv_t)                        (W_UV folded into the output)
+    /// so only c_kv and k_rope are ever stored, never per-head keys or values.
+    pub fn forward_cached(&self, x: &Tensor, rope: &Rope, cache: &mut LatentCache) -> Tensor {
+        let (b, s, _) = x
+            .size3()
+            .expect("attention input must be [batch, seq, dim]");
+        let start = cache.len();
+        let (q_nope, q_pe) = self.queries(x, rope, start);
+        let (c_kv, k_rope) = self.latents(x, rope, start);
+        let (c_kv, k_rope) = cache.append(&c_kv, &k_rope);
+        let w_kv_b =
+            self.kv_b_proj
+                .weight
+                .view([self.n_heads, self.qk_nope + self.v_head, self.kv_lora]);
+        let w_uk = w_kv_b.narrow(1, 0, self.qk_nope);
+        let w_uv = w_kv_b.narrow(1, self.qk_nope, self.v_head);
+        let q_latent = Tensor::einsum("bshd,hdc->bshc", &[&q_nope, &w_uk], None::<i64>);
+        let scores = (Tensor::einsum("bshc,btc->bsht", &[&q_latent, &c_kv], None::<i64>)
+            + Tensor::einsum("bshr,btr->bsht", &[&q_pe, &k_rope], None::<i64>))
+            * self.softmax_scale;
+        // New token i sits at position start + i and sees cached positions t <= start + i.
+        let t = c_kv.size()[1];
+        let device = x.device();
+        let key_pos = Tensor::arange(t, (Kind::Int64, device)).view([1, t]);
+        let query_pos = Tensor::arange_start(start, start + s, (Kind::Int64, device)).view([s, 1]);
+        let future = key_pos.gt_tensor(&query_pos).view([1, s, 1, t]);
+        let probs = scores
+            .masked_fill(&future, f64::NEG_INFINITY)
+            .softmax(-1, Kind::Float)
+            .to_kind(x.kind());
+        let out_latent = Tensor::einsum("bsht,btc->bshc", &[&probs, &c_kv], None::<i64>);
+        let out = Tensor::einsum("bshc,hdc->bshd", &[&out_latent, &w_uv], None::<i64>);
+        self.o_proj
+            .forward(&out.reshape([b, s, self.n_heads * self.v_head]))
     }
 
     /// Causal self-attention over `x` of shape `[batch, seq, dim]`.
@@ -159,7 +225,7 @@ impl Mla {
 
 #[cfg(test)]
 mod tests {
-    use tch::{Device, Kind};
+    use tch::Device;
 
     use super::*;
     use crate::testing::tiny_config;

@@ -1,12 +1,14 @@
 //! The whole DeepSeek-V3 model: token embedding, `n_layers` blocks, final norm and output head,
 //! plus the MTP modules that share the embedding and the head. `losses` computes the pretraining
-//! objective: next-token CE + λ/D·Σ MTP CE + α·Σ sequence-wise balance losses.
+//! objective: next-token CE + λ/D·Σ MTP CE + α·Σ sequence-wise balance losses; `decode` and
+//! `draft_logits` run new tokens against a `ModelCache` for generation.
 
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
 use crate::block::Block;
 use crate::config::ModelConfig;
 use crate::cross_entropy::{head_cross_entropy, IGNORE};
+use crate::kv_cache::ModelCache;
 use crate::linear::Precision;
 use crate::moe::MoeStats;
 use crate::mtp::MtpModule;
@@ -116,7 +118,45 @@ impl Model {
 
     /// Next-token logits `[b, s, vocab]` of the main model (what inference uses; MTP is dropped).
     pub fn logits(&self, tokens: &Tensor) -> Tensor {
-        self.head(&self.norm.forward(&self.hidden(tokens).0))
+        self.output_logits(&self.hidden(tokens).0)
+    }
+
+    /// Logits of the output head on hidden states before the final norm `[b, s, d]`.
+    pub fn output_logits(&self, hidden: &Tensor) -> Tensor {
+        self.head(&self.norm.forward(hidden))
+    }
+
+    /// `hidden` for the new tokens `[b, s]` that follow the positions held in `cache`, through
+    /// the absorbed attention over cached latents; appends the new positions to the cache.
+    pub fn decode(&self, tokens: &Tensor, cache: &mut ModelCache) -> Tensor {
+        self.layers
+            .iter()
+            .zip(&mut cache.layers)
+            .fold(self.embed(tokens), |h, (layer, c)| {
+                layer.forward_cached(&h, &self.rope, c)
+            })
+    }
+
+    /// Draft logits `[b, s, vocab]` of the first MTP module for the token after `next_tokens`:
+    /// position i joins the main model's hidden state `hidden[i]` with the embedding of the token
+    /// that followed it, `next_tokens[i]`, and is appended to the module's cache.
+    pub fn draft_logits(
+        &self,
+        hidden: &Tensor,
+        next_tokens: &Tensor,
+        cache: &mut ModelCache,
+    ) -> Tensor {
+        let module = self
+            .mtp
+            .first()
+            .expect("the model has no MTP module to draft with (mtp_depth = 0)");
+        let h = module.forward_cached(
+            hidden,
+            &self.embed(next_tokens),
+            &self.rope,
+            &mut cache.mtp[0],
+        );
+        self.head(&module.shared_head_norm.forward(&h))
     }
 
     /// The training objective on a packed batch. `tokens` and `doc_start` are `[b, s + 1 + D]`:
@@ -235,6 +275,56 @@ mod tests {
             + 0.3 * l.mtp[0].double_value(&[])
             + 1e-4 * l.balance.double_value(&[]);
         assert!((l.total.double_value(&[]) - expected).abs() < 1e-4);
+    }
+
+    /// Prefill, single-token steps and a multi-token step (as speculative verification does)
+    /// through the latent cache give the full forward pass's logits at every position, for the
+    /// main model (dense and MoE layers) and the MTP module.
+    #[test]
+    fn cached_decoding_matches_the_full_forward_pass() {
+        let mut cfg = tiny_config();
+        cfg.init_std = 0.1; // sharp attention and routing, so a wrong cache would show
+        let (_vs, model) = build(&cfg);
+        let (b, s) = (2, 20);
+        let tokens = Tensor::randint(cfg.vocab_size, [b, s + 1], (Kind::Int64, Device::Cpu));
+        let inputs = tokens.narrow(1, 0, s);
+        let (full_logits, full_draft) = tch::no_grad(|| {
+            let (h, _) = model.hidden(&inputs);
+            let module = &model.mtp[0];
+            let (h_mtp, _) = module.forward(&h, &model.embed(&tokens.narrow(1, 1, s)), &model.rope);
+            (
+                model.output_logits(&h),
+                model.head(&module.shared_head_norm.forward(&h_mtp)),
+            )
+        });
+        let mut cache = ModelCache::new(&cfg, b, s, Device::Cpu);
+        let (mut logits, mut drafts) = (Vec::new(), Vec::new());
+        let mut pos = 0;
+        for step in [7, 1, 1, 3, 1, 7] {
+            tch::no_grad(|| {
+                let h = model.decode(&inputs.narrow(1, pos, step), &mut cache);
+                logits.push(model.output_logits(&h));
+                drafts.push(model.draft_logits(&h, &tokens.narrow(1, pos + 1, step), &mut cache));
+            });
+            pos += step;
+        }
+        assert_eq!((pos, cache.len()), (s, s));
+        for (name, full, cached) in [
+            ("main", &full_logits, Tensor::cat(&logits, 1)),
+            ("mtp", &full_draft, Tensor::cat(&drafts, 1)),
+        ] {
+            let err = (full - cached).abs().max().double_value(&[]);
+            let scale = full.abs().max().double_value(&[]);
+            assert!(
+                err < 1e-5 * scale.max(1.0),
+                "{name}: max error {err} (logits up to {scale})"
+            );
+        }
+        let per_token = cfg.kv_lora_rank + cfg.qk_rope_head_dim;
+        let layers = cfg.n_layers + cfg.mtp_depth;
+        assert_eq!(cache.bytes(), 4 * per_token * layers * b * s);
+        let full_per_token = cfg.n_heads * (cfg.qk_head_dim() + cfg.v_head_dim);
+        assert_eq!(cache.full_kv_bytes(), 4 * full_per_token * layers * b * s);
     }
 
     #[test]

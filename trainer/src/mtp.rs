@@ -1,12 +1,14 @@
 //! Multi-token prediction (DeepSeek-V3 §2.2): module k combines the previous depth's hidden state
 //! h^{k-1}_i with the embedding of token t_{i+k}, runs one transformer block, and predicts
-//! t_{i+k+1} through the shared output head. The modules only add training signal; inference drops
-//! them. Names follow the public checkpoint, where module k is layer `n_layers + k - 1`.
+//! t_{i+k+1} through the shared output head. They add training signal, and at inference they
+//! draft tokens for speculative decoding (`forward_cached`). Names follow the public checkpoint,
+//! where module k is layer `n_layers + k - 1`.
 
 use tch::{nn, Tensor};
 
 use crate::block::Block;
 use crate::config::ModelConfig;
+use crate::kv_cache::LatentCache;
 use crate::linear::{Linear, Precision};
 use crate::moe::MoeStats;
 use crate::norm::RmsNorm;
@@ -55,6 +57,24 @@ impl MtpModule {
         next_embedding: &Tensor,
         rope: &Rope,
     ) -> (Tensor, Option<MoeStats>) {
+        self.block
+            .forward(&self.join(prev_hidden, next_embedding), rope)
+    }
+
+    /// `forward` for new positions after those held in `cache` (drafting while decoding).
+    pub fn forward_cached(
+        &self,
+        prev_hidden: &Tensor,
+        next_embedding: &Tensor,
+        rope: &Rope,
+        cache: &mut LatentCache,
+    ) -> Tensor {
+        self.block
+            .forward_cached(&self.join(prev_hidden, next_embedding), rope, cache)
+    }
+
+    /// h′ = M·[RMSNorm(Emb(t_{i+k})); RMSNorm(h^{k−1}_i)].
+    fn join(&self, prev_hidden: &Tensor, next_embedding: &Tensor) -> Tensor {
         let joined = Tensor::cat(
             &[
                 self.enorm.forward(next_embedding),
@@ -62,6 +82,6 @@ impl MtpModule {
             ],
             -1,
         );
-        self.block.forward(&self.eh_proj.forward(&joined), rope)
+        self.eh_proj.forward(&joined)
     }
 }

@@ -61,6 +61,12 @@ impl Rope {
 
     /// Rotates `x` of shape `[batch, seq, heads, rope_dim]` for positions `0..seq`.
     pub fn apply(&self, x: &Tensor) -> Tensor {
+        self.apply_from(x, 0)
+    }
+
+    /// Rotates `x` of shape `[batch, seq, heads, rope_dim]` for positions `start..start + seq`:
+    /// the new tokens of an incremental decoding step, after `start` cached ones.
+    pub fn apply_from(&self, x: &Tensor, start: i64) -> Tensor {
         let (b, s, h, d) = x
             .size4()
             .expect("rope input must be [batch, seq, heads, dim]");
@@ -68,12 +74,12 @@ impl Rope {
         let (re, im) = (pairs.select(-1, 0), pairs.select(-1, 1));
         let cos = self
             .cos
-            .narrow(0, 0, s)
+            .narrow(0, start, s)
             .view([1, s, 1, d / 2])
             .to_kind(x.kind());
         let sin = self
             .sin
-            .narrow(0, 0, s)
+            .narrow(0, start, s)
             .view([1, s, 1, d / 2])
             .to_kind(x.kind());
         let out_re = &re * &cos - &im * &sin;
