@@ -98,8 +98,7 @@ impl Zero1 {
 }
 
 /// The concatenation of the flat `parts` (`total` elements), zero-padded to `len`.
-fn padded(parts: Vec<Tensor>, total: i64, len: i64) -> Tensor {
-    let mut parts = parts;
+fn padded(mut parts: Vec<Tensor>, total: i64, len: i64) -> Tensor {
     if len > total {
         let like = &parts[0];
         parts.push(Tensor::zeros([len - total], (like.kind(), like.device())));
@@ -386,6 +385,17 @@ mod tests {
     use tch::Device;
 
     use super::*;
+
+    /// 3 + 5 + 2 = 10 elements over 3 ranks: shards of 4 (the last padded by 2), and every
+    /// element in exactly one piece.
+    #[test]
+    fn zero1_cuts_the_flat_parameters_into_equal_shards() {
+        let pieces: Vec<_> = (0..3).map(|r| Zero1::new(&[3, 5, 2], r, 3)).collect();
+        assert!(pieces.iter().all(|z| z.shard == 4));
+        assert_eq!(pieces[0].pieces, vec![(0, 0, 0, 3), (1, 0, 3, 1)]);
+        assert_eq!(pieces[1].pieces, vec![(1, 1, 0, 4)]);
+        assert_eq!(pieces[2].pieces, vec![(2, 0, 0, 2)]);
+    }
 
     #[test]
     fn buckets_cap_bytes_and_keep_order() {
