@@ -41,7 +41,7 @@ impl LatentCache {
     /// returns views of every filled position, `[b, len, _]` each.
     pub fn append(&mut self, c_kv: &Tensor, k_rope: &Tensor) -> (Tensor, Tensor) {
         let s = c_kv.size()[1];
-        let capacity = self.c_kv.size()[1];
+        let capacity = self.capacity();
         assert!(
             self.len + s <= capacity,
             "latent cache full: {} + {s} positions exceed its capacity {capacity}",
@@ -56,6 +56,11 @@ impl LatentCache {
             self.c_kv.narrow(1, 0, self.len),
             self.k_rope.narrow(1, 0, self.len),
         )
+    }
+
+    /// Positions the buffers can hold.
+    pub fn capacity(&self) -> i64 {
+        self.c_kv.size()[1]
     }
 
     /// Forgets the positions from `len` on (drafted tokens the main model rejected).
@@ -87,8 +92,15 @@ pub struct ModelCache {
 }
 
 impl ModelCache {
-    /// Caches for `batch` sequences of up to `capacity` tokens (at most `max_seq_len`).
-    pub fn new(cfg: &ModelConfig, batch: i64, capacity: i64, device: Device) -> Self {
+    /// Caches for `batch` sequences of up to `capacity` tokens (at most `max_seq_len`), with one
+    /// for the first MTP module when `drafting` (speculative decoding).
+    pub fn new(
+        cfg: &ModelConfig,
+        batch: i64,
+        capacity: i64,
+        device: Device,
+        drafting: bool,
+    ) -> Self {
         let caches = |n: i64| {
             (0..n)
                 .map(|_| LatentCache::new(cfg, batch, capacity, device))
@@ -96,7 +108,7 @@ impl ModelCache {
         };
         Self {
             layers: caches(cfg.n_layers),
-            mtp: caches(cfg.mtp_depth),
+            mtp: caches(i64::from(drafting && cfg.mtp_depth > 0)),
             slots: batch * capacity,
             full_kv_per_token: cfg.n_heads * (cfg.qk_head_dim() + cfg.v_head_dim),
         }
@@ -109,6 +121,16 @@ impl ModelCache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Positions each layer can hold.
+    pub fn capacity(&self) -> i64 {
+        self.layers.first().map_or(0, LatentCache::capacity)
+    }
+
+    /// Forgets the main model's positions from `len` on (drafts it rejected).
+    pub fn rewind(&mut self, len: i64) {
+        self.layers.iter_mut().for_each(|c| c.truncate(len));
     }
 
     /// Bytes held by every layer's latent cache (main and MTP).

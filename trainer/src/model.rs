@@ -297,7 +297,7 @@ mod tests {
                 model.head(&module.shared_head_norm.forward(&h_mtp)),
             )
         });
-        let mut cache = ModelCache::new(&cfg, b, s, Device::Cpu);
+        let mut cache = ModelCache::new(&cfg, b, s, Device::Cpu, true);
         let (mut logits, mut drafts) = (Vec::new(), Vec::new());
         let mut pos = 0;
         for step in [7, 1, 1, 3, 1, 7] {
@@ -321,7 +321,7 @@ mod tests {
             );
         }
         let per_token = cfg.kv_lora_rank + cfg.qk_rope_head_dim;
-        let layers = cfg.n_layers + cfg.mtp_depth;
+        let layers = cfg.n_layers + 1; // and the first MTP module
         assert_eq!(cache.bytes(), 4 * per_token * layers * b * s);
         let full_per_token = cfg.n_heads * (cfg.qk_head_dim() + cfg.v_head_dim);
         assert_eq!(cache.full_kv_bytes(), 4 * full_per_token * layers * b * s);
