@@ -11,6 +11,7 @@ pub mod custom_grad;
 pub mod data;
 pub mod data_parallel;
 pub mod dist;
+pub mod eval;
 pub mod fp8;
 pub mod generate;
 pub mod host_memory;

@@ -174,12 +174,7 @@ impl Model {
             "sequence length {s} outside 1..={}",
             self.cfg.max_seq_len
         );
-        let starts = doc_start.to_kind(Kind::Int64).cumsum(1, Kind::Int64);
-        let target = |k: i64| {
-            let crosses = (starts.narrow(1, k + 1, s) - starts.narrow(1, 0, s)).gt(0);
-            tokens.narrow(1, k + 1, s).masked_fill(&crosses, IGNORE)
-        };
-
+        let target = |k: i64| Self::targets(tokens, doc_start, s, k);
         let (mut h, mut stats) = self.hidden(&tokens.narrow(1, 0, s));
         let main = self.cross_entropy(&self.norm.forward(&h), &target(0));
         let mut mtp = Vec::new();
@@ -203,6 +198,14 @@ impl Model {
             balance: balance.detach(),
             loads: stats.into_iter().map(|s| s.load).collect(),
         }
+    }
+
+    /// The targets of depth k (0 = main) for the first `s` tokens of a packed batch `[b, width]`:
+    /// the token k+1 positions ahead, or `IGNORE` where a document starts between input and target.
+    pub fn targets(tokens: &Tensor, doc_start: &Tensor, s: i64, k: i64) -> Tensor {
+        let starts = doc_start.to_kind(Kind::Int64).cumsum(1, Kind::Int64);
+        let crosses = (starts.narrow(1, k + 1, s) - starts.narrow(1, 0, s)).gt(0);
+        tokens.narrow(1, k + 1, s).masked_fill(&crosses, IGNORE)
     }
 
     /// Mean CE of the output head on normalized hidden states `[b, s, d]` over the targets that

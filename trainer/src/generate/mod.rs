@@ -43,6 +43,8 @@ pub struct Generation {
     pub seconds: f64,
     /// Main-model forward passes after the prefill.
     pub decode_passes: u64,
+    /// Positions the caches were allocated for (prompt + max tokens, at most `max_seq_len`).
+    pub cache_positions: i64,
     /// Bytes held by the latent caches (c_kv and k_rope of every layer).
     pub cache_bytes: i64,
     /// Bytes the same positions would take as up-projected per-head keys and values.
@@ -118,6 +120,7 @@ pub fn generate(
     let mut out = Output {
         generation: Generation {
             prompt_tokens: prompt.len(),
+            cache_positions: capacity,
             cache_bytes: cache.bytes(),
             full_kv_bytes: cache.full_kv_bytes(),
             ..Generation::default()

@@ -2,6 +2,9 @@
 //! this binary (found beside `whale`), so the data stages never load libtorch and a data-only
 //! install needs no torch wheel. It can also be run directly: `whale-train train …`.
 
+mod checkpoint_arg;
+mod eval;
+mod generate;
 mod model;
 mod train;
 
@@ -21,6 +24,11 @@ struct Cli {
 enum Command {
     /// Pretrain the DeepSeek-V3-style model (MLA, DeepSeekMoE, MTP) on token shards.
     Train(Box<train::Args>),
+    /// Loss, perplexity and bits per byte of a checkpoint on held-out token shards.
+    Eval(Box<eval::Args>),
+    /// Continue prompts with a trained checkpoint, streaming the text (greedy, sampling, or MTP
+    /// speculative decoding over MLA's latent cache).
+    Generate(Box<generate::Args>),
     /// Inspect a model config: parameters, KV cache, FLOPs (`whale model info CONFIG`).
     Model(model::Args),
 }
@@ -29,6 +37,8 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => train::run(*args),
+        Command::Eval(args) => eval::run(*args),
+        Command::Generate(args) => generate::run(*args),
         Command::Model(args) => model::run(args),
     };
     if let Err(err) = result {

@@ -1,0 +1,146 @@
+//! `whale generate CKPT --tokenizer tokenizer.json --prompt TEXT`: continue prompts with a
+//! trained checkpoint, streaming the text to stdout as it is decoded, with MLA's latent cache and
+//! optionally MTP speculative decoding. A one-line summary goes to stderr.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use trainer::generate::sampling::SamplingConfig;
+use trainer::generate::text_stream::TextStream;
+use trainer::generate::{generate, GenerateOptions, Generation};
+
+use crate::checkpoint_arg;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Checkpoint directory (RUN/checkpoints/step-N), or a run directory for its newest one.
+    checkpoint: PathBuf,
+    /// The tokenizer.json the model was trained with.
+    #[arg(long)]
+    tokenizer: PathBuf,
+    /// Text to continue.
+    #[arg(long, required_unless_present = "prompts", conflicts_with = "prompts")]
+    prompt: Option<String>,
+    /// File of prompts, one per line; each is continued on its own line of output.
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    /// New tokens per prompt at most (generation also stops at EOS and at the model's
+    /// max_seq_len).
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 is greedy decoding.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Sample only among the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Sample only among the most likely tokens that make up this much probability.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Seed of the sampler: the same seed gives the same text.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// `mtp`: the MTP module drafts the token after next and the main model verifies both in one
+    /// pass (greedy only; the text is exactly greedy decoding's). `none`: one pass per token.
+    #[arg(long, default_value = "none")]
+    speculative: String,
+    /// auto (CUDA when libtorch sees a GPU), cpu or cuda.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// CPU threads for libtorch (default: libtorch's choice).
+    #[arg(long)]
+    threads: Option<i32>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let speculative = match args.speculative.as_str() {
+        "none" => false,
+        "mtp" => true,
+        other => bail!("unknown --speculative {other:?} (expected none or mtp)"),
+    };
+    if args.temperature < 0.0 || !(args.top_p > 0.0 && args.top_p <= 1.0) {
+        bail!("--temperature must be >= 0 and --top-p in (0, 1]");
+    }
+    if speculative && args.temperature != 0.0 {
+        bail!("--speculative mtp decodes greedily: leave out --temperature (or pass 0)");
+    }
+    let prompts: Vec<String> = match (&args.prompt, &args.prompts) {
+        (Some(p), _) => vec![p.clone()],
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .with_context(|| format!("reading prompts from {}", file.display()))?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect(),
+        (None, None) => bail!("pass --prompt TEXT or --prompts FILE"),
+    };
+    let (dir, _vs, model) = checkpoint_arg::load(&args.checkpoint, &args.device, args.threads)?;
+    let tok = checkpoint_arg::tokenizer_for(&args.tokenizer, &dir, model.cfg.vocab_size)?;
+    let opts = GenerateOptions {
+        max_tokens: args.max_tokens,
+        sampling: SamplingConfig {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            seed: args.seed,
+        },
+        eos: tok.eos_id(),
+        vocab_limit: Some(tok.vocab_size()),
+        speculative,
+    };
+    let mut stdout = std::io::stdout().lock();
+    let mut total = Generation::default();
+    for (i, text) in prompts.iter().enumerate() {
+        let ids: Vec<u32> = tok.bos_id().into_iter().chain(tok.encode(text)).collect();
+        let mut stream = TextStream::default();
+        let mut failed = None;
+        let g = generate(&model, &ids, &opts, i as u64, &mut |token| {
+            let text = stream.push(&tok.decode(&[token]));
+            if let Err(e) = write!(stdout, "{text}").and_then(|_| stdout.flush()) {
+                failed.get_or_insert(e);
+            }
+        })
+        .with_context(|| format!("prompt {}", i + 1))?;
+        if let Some(e) = failed {
+            return Err(e).context("writing to stdout");
+        }
+        writeln!(stdout, "{}", stream.finish())?;
+        total.prompt_tokens += g.prompt_tokens;
+        total.tokens.extend(g.tokens);
+        total.seconds += g.seconds;
+        total.cache_bytes = total.cache_bytes.max(g.cache_bytes);
+        total.full_kv_bytes = total.full_kv_bytes.max(g.full_kv_bytes);
+        total.cache_positions = total.cache_positions.max(g.cache_positions);
+        total.drafts += g.drafts;
+        total.accepted += g.accepted;
+    }
+    eprintln!("{}", summary(prompts.len(), &total));
+    Ok(())
+}
+
+fn summary(prompts: usize, g: &Generation) -> String {
+    let kib = |b: i64| b as f64 / 1024.0;
+    let per_token = |b: i64| b / g.cache_positions.max(1);
+    let drafts = if g.drafts > 0 {
+        format!(
+            ", MTP drafts accepted {}/{} ({:.1}%)",
+            g.accepted,
+            g.drafts,
+            100.0 * g.accepted as f64 / g.drafts as f64
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "generate: {prompts} prompt(s), {} tokens in {:.2} s ({:.1} tokens/s), cache {:.1} KiB \
+         latent ({} B/token) vs {:.1} KiB up-projected K/V ({} B/token){drafts}",
+        g.tokens.len(),
+        g.seconds,
+        g.tokens.len() as f64 / g.seconds.max(1e-9),
+        kib(g.cache_bytes),
+        per_token(g.cache_bytes),
+        kib(g.full_kv_bytes),
+        per_token(g.full_kv_bytes),
+    )
+}
