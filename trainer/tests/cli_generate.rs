@@ -136,6 +136,22 @@ fn generate_greedy_speculative_and_seeded_sampling() {
         summary.contains("tokens/s") && summary.contains("B/token") && summary.contains("latent"),
         "{summary}"
     );
+    let (json, _) = generate(&[&prompt[..], &["--json"]].concat());
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        json["text"].as_str().unwrap(),
+        greedy.strip_suffix('\n').unwrap()
+    );
+    let ids: Vec<String> = json["prompt_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let (by_ids, _) = generate(&["--prompt-ids", &ids.join(","), "--json"]);
+    let by_ids: serde_json::Value = serde_json::from_str(&by_ids).unwrap();
+    assert_eq!(by_ids["generation"]["tokens"], json["generation"]["tokens"]);
+
     let (speculative, summary) = generate(&[&prompt[..], &["--speculative", "mtp"]].concat());
     assert_eq!(
         speculative, greedy,

@@ -16,15 +16,20 @@ use crate::checkpoint_arg;
 pub struct Args {
     /// Checkpoint directory (RUN/checkpoints/step-N), or a run directory for its newest one.
     checkpoint: PathBuf,
-    /// The tokenizer.json the model was trained with.
-    #[arg(long)]
-    tokenizer: PathBuf,
+    /// The tokenizer.json the model was trained with (prompts start with its BOS, decoding stops
+    /// at its EOS).
+    #[arg(long, required_unless_present = "prompt_ids")]
+    tokenizer: Option<PathBuf>,
     /// Text to continue.
-    #[arg(long, required_unless_present = "prompts", conflicts_with = "prompts")]
+    #[arg(long, required_unless_present_any = ["prompts", "prompt_ids"], conflicts_with_all = ["prompts", "prompt_ids"])]
     prompt: Option<String>,
     /// File of prompts, one per line; each is continued on its own line of output.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "prompt_ids")]
     prompts: Option<PathBuf>,
+    /// A prompt given as comma-separated token ids, used as they are (no BOS added): to compare
+    /// with other implementations, with or without a tokenizer.
+    #[arg(long, value_delimiter = ',')]
+    prompt_ids: Option<Vec<u32>>,
     /// New tokens per prompt at most (generation also stops at EOS and at the model's
     /// max_seq_len).
     #[arg(long, default_value_t = 128)]
@@ -51,6 +56,10 @@ pub struct Args {
     /// CPU threads for libtorch (default: libtorch's choice).
     #[arg(long)]
     threads: Option<i32>,
+    /// Instead of streaming text, print one JSON object per prompt (prompt ids, generated ids,
+    /// text when there is a tokenizer, timing, cache bytes, drafts accepted).
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -65,18 +74,26 @@ pub fn run(args: Args) -> Result<()> {
     if speculative && args.temperature != 0.0 {
         bail!("--speculative mtp decodes greedily: leave out --temperature (or pass 0)");
     }
-    let prompts: Vec<String> = match (&args.prompt, &args.prompts) {
-        (Some(p), _) => vec![p.clone()],
-        (None, Some(file)) => std::fs::read_to_string(file)
+    let (dir, _vs, model) = checkpoint_arg::load(&args.checkpoint, &args.device, args.threads)?;
+    let tok = match &args.tokenizer {
+        Some(path) => Some(checkpoint_arg::tokenizer_for(
+            path,
+            &dir,
+            model.cfg.vocab_size,
+        )?),
+        None => None,
+    };
+    let prompts: Vec<Vec<u32>> = match (&args.prompt, &args.prompts, &args.prompt_ids, &tok) {
+        (_, _, Some(ids), _) => vec![ids.clone()],
+        (Some(text), _, _, Some(tok)) => vec![encode(tok, text)],
+        (None, Some(file), _, Some(tok)) => std::fs::read_to_string(file)
             .with_context(|| format!("reading prompts from {}", file.display()))?
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(str::to_string)
+            .map(|l| encode(tok, l))
             .collect(),
-        (None, None) => bail!("pass --prompt TEXT or --prompts FILE"),
+        _ => bail!("pass --prompt TEXT or --prompts FILE with --tokenizer, or --prompt-ids"),
     };
-    let (dir, _vs, model) = checkpoint_arg::load(&args.checkpoint, &args.device, args.threads)?;
-    let tok = checkpoint_arg::tokenizer_for(&args.tokenizer, &dir, model.cfg.vocab_size)?;
     let opts = GenerateOptions {
         max_tokens: args.max_tokens,
         sampling: SamplingConfig {
@@ -85,17 +102,19 @@ pub fn run(args: Args) -> Result<()> {
             top_p: args.top_p,
             seed: args.seed,
         },
-        eos: tok.eos_id(),
-        vocab_limit: Some(tok.vocab_size()),
+        eos: tok.as_ref().and_then(|t| t.eos_id()),
+        vocab_limit: tok.as_ref().map(|t| t.vocab_size()),
         speculative,
     };
     let mut stdout = std::io::stdout().lock();
     let mut total = Generation::default();
-    for (i, text) in prompts.iter().enumerate() {
-        let ids: Vec<u32> = tok.bos_id().into_iter().chain(tok.encode(text)).collect();
+    for (i, ids) in prompts.iter().enumerate() {
         let mut stream = TextStream::default();
         let mut failed = None;
-        let g = generate(&model, &ids, &opts, i as u64, &mut |token| {
+        let g = generate(&model, ids, &opts, i as u64, &mut |token| {
+            let (Some(tok), false) = (&tok, args.json) else {
+                return;
+            };
             let text = stream.push(&tok.decode(&[token]));
             if let Err(e) = write!(stdout, "{text}").and_then(|_| stdout.flush()) {
                 failed.get_or_insert(e);
@@ -105,7 +124,15 @@ pub fn run(args: Args) -> Result<()> {
         if let Some(e) = failed {
             return Err(e).context("writing to stdout");
         }
-        writeln!(stdout, "{}", stream.finish())?;
+        if args.json {
+            let text = tok
+                .as_ref()
+                .map(|t| String::from_utf8_lossy(&t.decode(&g.tokens)).into_owned());
+            let line = serde_json::json!({ "prompt_ids": ids, "text": text, "generation": g });
+            writeln!(stdout, "{line}")?;
+        } else {
+            writeln!(stdout, "{}", stream.finish())?;
+        }
         total.prompt_tokens += g.prompt_tokens;
         total.tokens.extend(g.tokens);
         total.seconds += g.seconds;
@@ -117,6 +144,11 @@ pub fn run(args: Args) -> Result<()> {
     }
     eprintln!("{}", summary(prompts.len(), &total));
     Ok(())
+}
+
+/// The ids of a text prompt: BOS (when the tokenizer has one), then the text's.
+fn encode(tok: &tokenizer::Tokenizer, text: &str) -> Vec<u32> {
+    tok.bos_id().into_iter().chain(tok.encode(text)).collect()
 }
 
 fn summary(prompts: usize, g: &Generation) -> String {
