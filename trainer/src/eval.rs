@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{ensure, Result};
 use serde::Serialize;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::cross_entropy::IGNORE;
 use crate::model::{LossWeights, Model};
@@ -48,100 +48,145 @@ struct Total {
     targets: u64,
 }
 
-/// Scores `model` on the shards of `dir`. With a tokenizer, also bits per byte.
+/// The fixed windows of an evaluation, read once: `whale eval` scores one checkpoint on them, and
+/// a training loop can score its model every `eval_every` steps without touching the shards again.
+pub struct ValidationSet {
+    /// `[windows, seq_len + 1 + depth]` token ids and document starts.
+    tokens: Tensor,
+    doc_start: Tensor,
+    seq_len: i64,
+    batch: i64,
+    /// UTF-8 bytes of the scored main targets (special tokens excluded), with a tokenizer.
+    bytes: Option<u64>,
+}
+
+impl ValidationSet {
+    /// Reads the first `cfg.windows` windows of the seeded order of the shards of `dir`, each
+    /// with `mtp_depth` extra target tokens. With a tokenizer (which must be the shards'), also
+    /// the bytes that bits per byte divide by.
+    pub fn load(
+        dir: &Path,
+        cfg: &EvalConfig,
+        mtp_depth: i64,
+        tokenizer: Option<&tokenizer::Tokenizer>,
+    ) -> Result<Self> {
+        ensure!(
+            cfg.seq_len > 0 && cfg.windows > 0,
+            "evaluation needs a positive seq_len and window count"
+        );
+        let mut loader = shards::Loader::open(
+            dir,
+            shards::LoaderConfig {
+                seq_len: cfg.seq_len as usize,
+                extra: mtp_depth as usize,
+                batch_size: 1,
+                seed: cfg.seed,
+                rank: 0,
+                world_size: 1,
+                prefetch: 0,
+            },
+        )?;
+        if let Some(tok) = tokenizer {
+            loader.check_tokenizer(tok.hash())?;
+        }
+        let windows = cfg.windows.min(loader.windows_per_epoch() as usize) as i64;
+        let (mut tokens, mut doc_start) = (Vec::new(), Vec::new());
+        for _ in 0..windows {
+            let b = loader.next_batch()?;
+            tokens.extend(b.tokens.iter().map(|&t| t as i64));
+            doc_start.extend(b.doc_start);
+        }
+        let shape = [windows, cfg.seq_len + 1 + mtp_depth];
+        let tokens = Tensor::from_slice(&tokens).view(shape);
+        let doc_start = Tensor::from_slice(&doc_start).view(shape);
+        let bytes = tokenizer.map(|tok| {
+            let specials: Vec<u32> = tok
+                .added_tokens()
+                .iter()
+                .filter(|a| a.special)
+                .map(|a| a.id)
+                .collect();
+            let targets = Model::targets(&tokens, &doc_start, cfg.seq_len, 0);
+            let ids: Vec<u32> = Vec::<i64>::try_from(targets.view([-1]))
+                .expect("targets to host")
+                .into_iter()
+                .filter(|&t| t != IGNORE && !specials.contains(&(t as u32)))
+                .map(|t| t as u32)
+                .collect();
+            tok.decode(&ids).len() as u64
+        });
+        Ok(Self {
+            tokens,
+            doc_start,
+            seq_len: cfg.seq_len,
+            batch: cfg.batch.max(1) as i64,
+            bytes,
+        })
+    }
+
+    /// Scores `model` (whose MTP depth must be the one the set was loaded for).
+    pub fn evaluate(&self, model: &Model) -> Result<EvalReport> {
+        let (windows, width) = self.tokens.size2()?;
+        let depth = width - 1 - self.seq_len;
+        ensure!(
+            model.mtp.len() as i64 == depth,
+            "the validation windows carry {depth} MTP targets, the model has {} MTP modules",
+            model.mtp.len()
+        );
+        ensure!(
+            self.seq_len <= model.cfg.max_seq_len,
+            "seq_len {} exceeds the model's max_seq_len {}",
+            self.seq_len,
+            model.cfg.max_seq_len
+        );
+        let max_id = self.tokens.max().int64_value(&[]);
+        ensure!(
+            max_id < model.cfg.vocab_size,
+            "the validation shards hold id {max_id} but the model's vocab_size is {}: evaluate \
+             with shards of the model's tokenizer",
+            model.cfg.vocab_size
+        );
+        let weights = LossWeights {
+            mtp_lambda: 0.0,
+            balance_alpha: 0.0,
+        };
+        let mut totals = vec![Total::default(); depth as usize + 1];
+        let device = model.device();
+        for start in (0..windows).step_by(self.batch as usize) {
+            let rows = self.batch.min(windows - start);
+            let tokens = self.tokens.narrow(0, start, rows).to_device(device);
+            let doc_start = self.doc_start.narrow(0, start, rows).to_device(device);
+            let losses = tch::no_grad(|| model.losses(&tokens, &doc_start, weights));
+            for (k, mean) in std::iter::once(&losses.main).chain(&losses.mtp).enumerate() {
+                let targets = Model::targets(&tokens, &doc_start, self.seq_len, k as i64);
+                let count = targets.ne(IGNORE).sum(Kind::Int64).int64_value(&[]) as u64;
+                totals[k].nats += mean.double_value(&[]) * count as f64;
+                totals[k].targets += count;
+            }
+        }
+        let mean = |t: &Total| t.nats / t.targets.max(1) as f64;
+        let loss = mean(&totals[0]);
+        Ok(EvalReport {
+            windows: windows as usize,
+            seq_len: self.seq_len,
+            tokens: totals[0].targets,
+            loss,
+            perplexity: loss.exp(),
+            mtp_losses: totals[1..].iter().map(mean).collect(),
+            bytes: self.bytes,
+            bits_per_byte: self
+                .bytes
+                .map(|b| totals[0].nats / std::f64::consts::LN_2 / b.max(1) as f64),
+        })
+    }
+}
+
+/// Scores `model` on the shards of `dir` (`ValidationSet::load` then `evaluate`).
 pub fn evaluate(
     model: &Model,
     dir: &Path,
     cfg: &EvalConfig,
     tokenizer: Option<&tokenizer::Tokenizer>,
 ) -> Result<EvalReport> {
-    ensure!(
-        cfg.seq_len > 0 && cfg.seq_len <= model.cfg.max_seq_len,
-        "--seq-len {} outside 1..={} (the model's max_seq_len)",
-        cfg.seq_len,
-        model.cfg.max_seq_len
-    );
-    let depth = model.mtp.len() as i64;
-    let mut loader = shards::Loader::open(
-        dir,
-        shards::LoaderConfig {
-            seq_len: cfg.seq_len as usize,
-            extra: depth as usize,
-            batch_size: 1,
-            seed: cfg.seed,
-            rank: 0,
-            world_size: 1,
-            prefetch: 0,
-        },
-    )?;
-    ensure!(
-        loader.vocab_size() as i64 <= model.cfg.vocab_size,
-        "the shards of {} use {} ids but the model's vocab_size is {}: evaluate with the shards of \
-         the model's tokenizer",
-        dir.display(),
-        loader.vocab_size(),
-        model.cfg.vocab_size
-    );
-    if let Some(tok) = tokenizer {
-        loader.check_tokenizer(tok.hash())?;
-    }
-    let windows = cfg.windows.min(loader.windows_per_epoch() as usize);
-    let width = cfg.seq_len + 1 + depth;
-    let specials: Vec<u32> = tokenizer.map_or(Vec::new(), |t| {
-        t.added_tokens()
-            .iter()
-            .filter(|a| a.special)
-            .map(|a| a.id)
-            .collect()
-    });
-    let mut totals = vec![Total::default(); depth as usize + 1];
-    let mut bytes = 0u64;
-    let weights = LossWeights {
-        mtp_lambda: 0.0,
-        balance_alpha: 0.0,
-    };
-    let mut done = 0;
-    while done < windows {
-        let rows = cfg.batch.min(windows - done);
-        let (mut tokens, mut doc_start) = (Vec::new(), Vec::new());
-        for _ in 0..rows {
-            let b = loader.next_batch()?;
-            tokens.extend(b.tokens.iter().map(|&t| t as i64));
-            doc_start.extend(b.doc_start);
-        }
-        let shape = [rows as i64, width];
-        let device = model.device();
-        let tokens = Tensor::from_slice(&tokens).view(shape).to_device(device);
-        let doc_start = Tensor::from_slice(&doc_start).view(shape).to_device(device);
-        let losses = tch::no_grad(|| model.losses(&tokens, &doc_start, weights));
-        for (k, mean) in std::iter::once(&losses.main).chain(&losses.mtp).enumerate() {
-            let targets = Model::targets(&tokens, &doc_start, cfg.seq_len, k as i64);
-            let count = targets.ne(IGNORE).sum(Kind::Int64).int64_value(&[]) as u64;
-            totals[k].nats += mean.double_value(&[]) * count as f64;
-            totals[k].targets += count;
-            if k == 0 && tokenizer.is_some() {
-                let scored: Vec<i64> = Vec::try_from(targets.to_device(Device::Cpu).view([-1]))?;
-                let ids: Vec<u32> = scored
-                    .into_iter()
-                    .filter(|&t| t != IGNORE && !specials.contains(&(t as u32)))
-                    .map(|t| t as u32)
-                    .collect();
-                bytes += tokenizer.map_or(0, |t| t.decode(&ids).len() as u64);
-            }
-        }
-        done += rows;
-    }
-    let mean = |t: &Total| t.nats / t.targets.max(1) as f64;
-    let loss = mean(&totals[0]);
-    Ok(EvalReport {
-        windows,
-        seq_len: cfg.seq_len,
-        tokens: totals[0].targets,
-        loss,
-        perplexity: loss.exp(),
-        mtp_losses: totals[1..].iter().map(mean).collect(),
-        bytes: tokenizer.map(|_| bytes),
-        bits_per_byte: tokenizer
-            .map(|_| totals[0].nats / std::f64::consts::LN_2 / bytes.max(1) as f64),
-    })
+    ValidationSet::load(dir, cfg, model.mtp.len() as i64, tokenizer)?.evaluate(model)
 }
