@@ -4,7 +4,7 @@
 use tch::{nn, Tensor};
 
 use crate::config::ModelConfig;
-use crate::kv_cache::LatentCache;
+use crate::kv_cache::LayerCache;
 use crate::linear::Precision;
 use crate::mla::Mla;
 use crate::mlp::Mlp;
@@ -61,7 +61,7 @@ impl Block {
     }
 
     /// `forward` for new tokens after the positions held in `cache` (incremental decoding).
-    pub fn forward_cached(&self, x: &Tensor, rope: &Rope, cache: &mut LatentCache) -> Tensor {
+    pub fn forward_cached(&self, x: &Tensor, rope: &Rope, cache: &mut LayerCache) -> Tensor {
         let x = x + self
             .self_attn
             .forward_cached(&self.input_layernorm.forward(x), rope, cache);

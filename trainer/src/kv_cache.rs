@@ -1,29 +1,70 @@
-//! The inference cache of MLA: per layer and token only the normalized latent c_kv
-//! (`kv_lora_rank` numbers) and the rotated RoPE key shared by all heads (`qk_rope_head_dim`),
-//! instead of the up-projected keys and values (`n_heads·(qk_head_dim + v_head_dim)`). Buffers
-//! are allocated once for the whole generation, so the bytes reported are the bytes held.
+//! The inference caches of MLA, in DeepSeek-V3 `inference/model.py`'s two layouts:
+//! - `Latent` ("absorb"): per layer and token only the normalized latent c_kv (`kv_lora_rank`
+//!   numbers) and the rotated RoPE key shared by all heads (`qk_rope_head_dim`);
+//! - `UpProjected` ("naive"): the per-head keys and values, `n_heads·(qk_head_dim + v_head_dim)`.
+//!
+//! Buffers are allocated once for the whole generation, so the bytes reported are the bytes held.
 
 use tch::{Device, Kind, Tensor};
 
 use crate::config::ModelConfig;
 
-/// The cached positions of one attention layer.
+/// What a layer keeps of each past position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// c_kv and k_rope; attention runs in the absorbed form (`Mla::forward_cached`).
+    Latent,
+    /// Per-head keys and values, as plain multi-head attention caches them.
+    UpProjected,
+}
+
+impl std::str::FromStr for Layout {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "latent" => Ok(Layout::Latent),
+            "up-projected" => Ok(Layout::UpProjected),
+            other => {
+                anyhow::bail!("unknown cache layout {other:?} (expected latent or up-projected)")
+            }
+        }
+    }
+}
+
+/// The cached positions of one attention layer: two buffers `[batch, capacity, …]` filled along
+/// dimension 1, (c_kv `[…, kv_lora_rank]`, k_rope `[…, qk_rope]`) for `Latent`, (k `[…, heads,
+/// qk_head_dim]`, v `[…, heads, v_head_dim]`) for `UpProjected`.
 #[derive(Debug)]
-pub struct LatentCache {
-    /// Normalized latents `[batch, capacity, kv_lora_rank]`.
-    c_kv: Tensor,
-    /// Rotated shared RoPE keys `[batch, capacity, qk_rope_head_dim]`.
-    k_rope: Tensor,
+pub struct LayerCache {
+    pub layout: Layout,
+    buffers: [Tensor; 2],
     /// Positions filled so far.
     len: i64,
 }
 
-impl LatentCache {
-    pub fn new(cfg: &ModelConfig, batch: i64, capacity: i64, device: Device) -> Self {
-        let options = (Kind::Float, device);
+impl LayerCache {
+    pub fn new(
+        cfg: &ModelConfig,
+        layout: Layout,
+        batch: i64,
+        capacity: i64,
+        device: Device,
+    ) -> Self {
+        let zeros = |shape: &[i64]| {
+            let full: Vec<i64> = [batch, capacity].iter().chain(shape).copied().collect();
+            Tensor::zeros(full, (Kind::Float, device))
+        };
+        let buffers = match layout {
+            Layout::Latent => [zeros(&[cfg.kv_lora_rank]), zeros(&[cfg.qk_rope_head_dim])],
+            Layout::UpProjected => [
+                zeros(&[cfg.n_heads, cfg.qk_head_dim()]),
+                zeros(&[cfg.n_heads, cfg.v_head_dim]),
+            ],
+        };
         Self {
-            c_kv: Tensor::zeros([batch, capacity, cfg.kv_lora_rank], options),
-            k_rope: Tensor::zeros([batch, capacity, cfg.qk_rope_head_dim], options),
+            layout,
+            buffers,
             len: 0,
         }
     }
@@ -37,30 +78,29 @@ impl LatentCache {
         self.len == 0
     }
 
-    /// Stores `c_kv [b, s, kv_lora_rank]` and `k_rope [b, s, qk_rope]` of `s` new positions and
-    /// returns views of every filled position, `[b, len, _]` each.
-    pub fn append(&mut self, c_kv: &Tensor, k_rope: &Tensor) -> (Tensor, Tensor) {
-        let s = c_kv.size()[1];
-        let capacity = self.capacity();
-        assert!(
-            self.len + s <= capacity,
-            "latent cache full: {} + {s} positions exceed its capacity {capacity}",
-            self.len
-        );
-        tch::no_grad(|| {
-            self.c_kv.narrow(1, self.len, s).copy_(c_kv);
-            self.k_rope.narrow(1, self.len, s).copy_(k_rope);
-        });
-        self.len += s;
-        (
-            self.c_kv.narrow(1, 0, self.len),
-            self.k_rope.narrow(1, 0, self.len),
-        )
-    }
-
     /// Positions the buffers can hold.
     pub fn capacity(&self) -> i64 {
-        self.c_kv.size()[1]
+        self.buffers[0].size()[1]
+    }
+
+    /// Stores `s` new positions of both buffers (`[b, s, …]` each) and returns views of every
+    /// filled position, `[b, len, …]` each.
+    pub fn append(&mut self, first: &Tensor, second: &Tensor) -> (Tensor, Tensor) {
+        let s = first.size()[1];
+        assert!(
+            self.len + s <= self.capacity(),
+            "attention cache full: {} + {s} positions exceed its capacity {}",
+            self.len,
+            self.capacity()
+        );
+        tch::no_grad(|| {
+            for (buffer, new) in self.buffers.iter().zip([first, second]) {
+                buffer.narrow(1, self.len, s).copy_(new);
+            }
+        });
+        self.len += s;
+        let [a, b] = &self.buffers;
+        (a.narrow(1, 0, self.len), b.narrow(1, 0, self.len))
     }
 
     /// Forgets the positions from `len` on (drafted tokens the main model rejected).
@@ -75,16 +115,18 @@ impl LatentCache {
 
     /// Bytes of the buffers.
     pub fn bytes(&self) -> i64 {
-        let bytes = |t: &Tensor| t.numel() as i64 * t.kind().elt_size_in_bytes() as i64;
-        bytes(&self.c_kv) + bytes(&self.k_rope)
+        self.buffers
+            .iter()
+            .map(|t| t.numel() as i64 * t.kind().elt_size_in_bytes() as i64)
+            .sum()
     }
 }
 
-/// One `LatentCache` per attention layer: the main model's layers, then the MTP blocks'.
+/// One `LayerCache` per attention layer: the main model's layers, then the MTP blocks'.
 #[derive(Debug)]
 pub struct ModelCache {
-    pub layers: Vec<LatentCache>,
-    pub mtp: Vec<LatentCache>,
+    pub layers: Vec<LayerCache>,
+    pub mtp: Vec<LayerCache>,
     /// Batch × capacity, for the comparison with an up-projected cache.
     slots: i64,
     /// Numbers per token and layer of an up-projected K/V cache: n_heads·(qk_head_dim + v_head_dim).
@@ -96,6 +138,7 @@ impl ModelCache {
     /// for the first MTP module when `drafting` (speculative decoding).
     pub fn new(
         cfg: &ModelConfig,
+        layout: Layout,
         batch: i64,
         capacity: i64,
         device: Device,
@@ -103,7 +146,7 @@ impl ModelCache {
     ) -> Self {
         let caches = |n: i64| {
             (0..n)
-                .map(|_| LatentCache::new(cfg, batch, capacity, device))
+                .map(|_| LayerCache::new(cfg, layout, batch, capacity, device))
                 .collect()
         };
         Self {
@@ -116,7 +159,7 @@ impl ModelCache {
 
     /// Positions the main model has cached.
     pub fn len(&self) -> i64 {
-        self.layers.first().map_or(0, LatentCache::len)
+        self.layers.first().map_or(0, LayerCache::len)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -125,7 +168,7 @@ impl ModelCache {
 
     /// Positions each layer can hold.
     pub fn capacity(&self) -> i64 {
-        self.layers.first().map_or(0, LatentCache::capacity)
+        self.layers.first().map_or(0, LayerCache::capacity)
     }
 
     /// Forgets the main model's positions from `len` on (drafts it rejected).
@@ -133,16 +176,16 @@ impl ModelCache {
         self.layers.iter_mut().for_each(|c| c.truncate(len));
     }
 
-    /// Bytes held by every layer's latent cache (main and MTP).
+    /// Bytes held by every layer's cache (main and MTP).
     pub fn bytes(&self) -> i64 {
         self.layers
             .iter()
             .chain(&self.mtp)
-            .map(LatentCache::bytes)
+            .map(LayerCache::bytes)
             .sum()
     }
 
-    /// Bytes the same positions would take as up-projected FP32 keys and values per head.
+    /// Bytes the same positions take as up-projected FP32 keys and values per head.
     pub fn full_kv_bytes(&self) -> i64 {
         let layers = (self.layers.len() + self.mtp.len()) as i64;
         layers * self.slots * self.full_kv_per_token * Kind::Float.elt_size_in_bytes() as i64

@@ -2,12 +2,12 @@
 //! compressed latent c_kv per token, and positional information rides on a separate RoPE key that is
 //! shared by all heads, so the per-token inference cache is only `kv_lora_rank + qk_rope_head_dim`
 //! numbers. Training uses the plain form: up-project K and V, then ordinary causal attention;
-//! incremental decoding uses the "absorbed" form over a `LatentCache` (`Mla::forward_cached`).
+//! incremental decoding uses the "absorbed" form over a latent cache (`Mla::forward_cached`).
 
 use tch::{nn, Kind, Tensor};
 
 use crate::config::ModelConfig;
-use crate::kv_cache::LatentCache;
+use crate::kv_cache::{LayerCache, Layout};
 use crate::linear::{Linear, Precision};
 use crate::norm::RmsNorm;
 use crate::rope::Rope;
@@ -130,15 +130,16 @@ impl Mla {
         (c_kv, k_rope.view([b, s, self.qk_rope]))
     }
 
-    /// Queries `[b, h, s, nope+rope]`, keys (the shared RoPE key broadcast to every head) and values.
-    pub fn qkv(&self, x: &Tensor, rope: &Rope) -> Qkv {
+    /// Per-head queries `[b, s, h, nope+rope]`, keys (the shared RoPE key broadcast to every head)
+    /// and values `[b, s, h, v_head]` of `x` at positions `start..start + seq`.
+    fn heads(&self, x: &Tensor, rope: &Rope, start: i64) -> (Tensor, Tensor, Tensor) {
         let (b, s, _) = x
             .size3()
             .expect("attention input must be [batch, seq, dim]");
         let h = self.n_heads;
-        let (q_nope, q_pe) = self.queries(x, rope, 0);
+        let (q_nope, q_pe) = self.queries(x, rope, start);
         let q = Tensor::cat(&[q_nope, q_pe], -1);
-        let (c_kv, k_rope) = self.latents(x, rope, 0);
+        let (c_kv, k_rope) = self.latents(x, rope, start);
         let kv = self
             .kv_b_proj
             .forward(&c_kv)
@@ -153,23 +154,49 @@ impl Mla {
             ],
             -1,
         );
+        (q, k, kv_parts[1].shallow_clone())
+    }
+
+    /// Queries `[b, h, s, nope+rope]`, keys (the shared RoPE key broadcast to every head) and values.
+    pub fn qkv(&self, x: &Tensor, rope: &Rope) -> Qkv {
+        let (q, k, v) = self.heads(x, rope, 0);
         Qkv {
             q: q.transpose(1, 2),
             k: k.transpose(1, 2),
-            v: kv_parts[1].transpose(1, 2),
+            v: v.transpose(1, 2),
         }
     }
 
     /// Attention of the new tokens `x [b, s, dim]` (positions `cache.len()..`) over every cached
-    /// position and themselves, in DeepSeek-V3's "absorb" form: with W_UK, W_UV the key and value
-    /// halves of `kv_b_proj` (per head `[qk_nope, kv_lora]`, `[v_head, kv_lora]`),
-    ///   q_nope·k_nope = q_nope·(W_UK c_kv) = (W_UKᵀ q_nope)·c_kv    (W_UK folded into the query)
-    ///   Σ_t p_t·v_t   = W_UV (Σ_t p_t·c_kv_t)                        (W_UV folded into the output)
-    /// so only c_kv and k_rope are ever stored, never per-head keys or values.
-    pub fn forward_cached(&self, x: &Tensor, rope: &Rope, cache: &mut LatentCache) -> Tensor {
+    /// position and themselves, appending the new positions to `cache` in its layout.
+    pub fn forward_cached(&self, x: &Tensor, rope: &Rope, cache: &mut LayerCache) -> Tensor {
         let (b, s, _) = x
             .size3()
             .expect("attention input must be [batch, seq, dim]");
+        let start = cache.len();
+        let out = match cache.layout {
+            Layout::Latent => self.absorbed(x, rope, cache),
+            Layout::UpProjected => {
+                // softmax(q·kᵀ·scale) v over the per-head keys and values of every position.
+                let (q, k, v) = self.heads(x, rope, start);
+                let (k, v) = cache.append(&k, &v);
+                let scores =
+                    Tensor::einsum("bshd,bthd->bsht", &[&q, &k], None::<i64>) * self.softmax_scale;
+                let probs = causal_softmax(&scores, start).to_kind(x.kind());
+                Tensor::einsum("bsht,bthd->bshd", &[&probs, &v], None::<i64>)
+            }
+        };
+        self.o_proj
+            .forward(&out.reshape([b, s, self.n_heads * self.v_head]))
+    }
+
+    /// DeepSeek-V3's "absorb" form over a latent cache: with W_UK, W_UV the key and value halves
+    /// of `kv_b_proj` (per head `[qk_nope, kv_lora]`, `[v_head, kv_lora]`),
+    ///   q_nope·k_nope = q_nope·(W_UK c_kv) = (W_UKᵀ q_nope)·c_kv    (W_UK folded into the query)
+    ///   Σ_t p_t·v_t   = W_UV (Σ_t p_t·c_kv_t)                        (W_UV folded into the output)
+    /// so only c_kv and k_rope are ever stored, never per-head keys or values. Returns the
+    /// per-head outputs `[b, s, h, v_head]`.
+    fn absorbed(&self, x: &Tensor, rope: &Rope, cache: &mut LayerCache) -> Tensor {
         let start = cache.len();
         let (q_nope, q_pe) = self.queries(x, rope, start);
         let (c_kv, k_rope) = self.latents(x, rope, start);
@@ -184,20 +211,9 @@ impl Mla {
         let scores = (Tensor::einsum("bshc,btc->bsht", &[&q_latent, &c_kv], None::<i64>)
             + Tensor::einsum("bshr,btr->bsht", &[&q_pe, &k_rope], None::<i64>))
             * self.softmax_scale;
-        // New token i sits at position start + i and sees cached positions t <= start + i.
-        let t = c_kv.size()[1];
-        let device = x.device();
-        let key_pos = Tensor::arange(t, (Kind::Int64, device)).view([1, t]);
-        let query_pos = Tensor::arange_start(start, start + s, (Kind::Int64, device)).view([s, 1]);
-        let future = key_pos.gt_tensor(&query_pos).view([1, s, 1, t]);
-        let probs = scores
-            .masked_fill(&future, f64::NEG_INFINITY)
-            .softmax(-1, Kind::Float)
-            .to_kind(x.kind());
+        let probs = causal_softmax(&scores, start).to_kind(x.kind());
         let out_latent = Tensor::einsum("bsht,btc->bshc", &[&probs, &c_kv], None::<i64>);
-        let out = Tensor::einsum("bshc,hdc->bshd", &[&out_latent, &w_uv], None::<i64>);
-        self.o_proj
-            .forward(&out.reshape([b, s, self.n_heads * self.v_head]))
+        Tensor::einsum("bshc,hdc->bshd", &[&out_latent, &w_uv], None::<i64>)
     }
 
     /// Causal self-attention over `x` of shape `[batch, seq, dim]`.
@@ -221,6 +237,19 @@ impl Mla {
                 .reshape([b, s, self.n_heads * self.v_head]),
         )
     }
+}
+
+/// Softmax over keys of `scores [b, s, h, t]` for new tokens at positions `start..start + s`:
+/// token i sees the cached positions t <= start + i.
+fn causal_softmax(scores: &Tensor, start: i64) -> Tensor {
+    let (_, s, _, t) = scores.size4().expect("scores must be [b, s, h, t]");
+    let device = scores.device();
+    let key_pos = Tensor::arange(t, (Kind::Int64, device)).view([1, t]);
+    let query_pos = Tensor::arange_start(start, start + s, (Kind::Int64, device)).view([s, 1]);
+    let future = key_pos.gt_tensor(&query_pos).view([1, s, 1, t]);
+    scores
+        .masked_fill(&future, f64::NEG_INFINITY)
+        .softmax(-1, Kind::Float)
 }
 
 #[cfg(test)]

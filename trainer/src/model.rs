@@ -243,6 +243,7 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv_cache::Layout;
     use crate::testing::tiny_config;
 
     fn build(cfg: &ModelConfig) -> (nn::VarStore, Model) {
@@ -281,7 +282,7 @@ mod tests {
     }
 
     /// Prefill, single-token steps and a multi-token step (as speculative verification does)
-    /// through the latent cache give the full forward pass's logits at every position, for the
+    /// through either cache layout give the full forward pass's logits at every position, for the
     /// main model (dense and MoE layers) and the MTP module.
     #[test]
     fn cached_decoding_matches_the_full_forward_pass() {
@@ -300,34 +301,40 @@ mod tests {
                 model.head(&module.shared_head_norm.forward(&h_mtp)),
             )
         });
-        let mut cache = ModelCache::new(&cfg, b, s, Device::Cpu, true);
-        let (mut logits, mut drafts) = (Vec::new(), Vec::new());
-        let mut pos = 0;
-        for step in [7, 1, 1, 3, 1, 7] {
-            tch::no_grad(|| {
-                let h = model.decode(&inputs.narrow(1, pos, step), &mut cache);
-                logits.push(model.output_logits(&h));
-                drafts.push(model.draft_logits(&h, &tokens.narrow(1, pos + 1, step), &mut cache));
-            });
-            pos += step;
-        }
-        assert_eq!((pos, cache.len()), (s, s));
-        for (name, full, cached) in [
-            ("main", &full_logits, Tensor::cat(&logits, 1)),
-            ("mtp", &full_draft, Tensor::cat(&drafts, 1)),
-        ] {
-            let err = (full - cached).abs().max().double_value(&[]);
-            let scale = full.abs().max().double_value(&[]);
-            assert!(
-                err < 1e-5 * scale.max(1.0),
-                "{name}: max error {err} (logits up to {scale})"
-            );
-        }
-        let per_token = cfg.kv_lora_rank + cfg.qk_rope_head_dim;
         let layers = cfg.n_layers + 1; // and the first MTP module
-        assert_eq!(cache.bytes(), 4 * per_token * layers * b * s);
-        let full_per_token = cfg.n_heads * (cfg.qk_head_dim() + cfg.v_head_dim);
-        assert_eq!(cache.full_kv_bytes(), 4 * full_per_token * layers * b * s);
+        let per_token = |layout| match layout {
+            Layout::Latent => cfg.kv_lora_rank + cfg.qk_rope_head_dim,
+            Layout::UpProjected => cfg.n_heads * (cfg.qk_head_dim() + cfg.v_head_dim),
+        };
+        for layout in [Layout::Latent, Layout::UpProjected] {
+            let mut cache = ModelCache::new(&cfg, layout, b, s, Device::Cpu, true);
+            let (mut logits, mut drafts) = (Vec::new(), Vec::new());
+            let mut pos = 0;
+            for step in [7, 1, 1, 3, 1, 7] {
+                tch::no_grad(|| {
+                    let h = model.decode(&inputs.narrow(1, pos, step), &mut cache);
+                    logits.push(model.output_logits(&h));
+                    let next = tokens.narrow(1, pos + 1, step);
+                    drafts.push(model.draft_logits(&h, &next, &mut cache));
+                });
+                pos += step;
+            }
+            assert_eq!(cache.len(), s);
+            for (name, full, cached) in [
+                ("main", &full_logits, Tensor::cat(&logits, 1)),
+                ("mtp", &full_draft, Tensor::cat(&drafts, 1)),
+            ] {
+                let err = (full - cached).abs().max().double_value(&[]);
+                let scale = full.abs().max().double_value(&[]);
+                assert!(
+                    err < 1e-5 * scale.max(1.0),
+                    "{layout:?} {name}: max error {err} (logits up to {scale})"
+                );
+            }
+            assert_eq!(cache.bytes(), 4 * per_token(layout) * layers * b * s);
+            let full_bytes = 4 * per_token(Layout::UpProjected) * layers * b * s;
+            assert_eq!(cache.full_kv_bytes(), full_bytes);
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use tch::{nn, Tensor};
 
 use crate::block::Block;
 use crate::config::ModelConfig;
-use crate::kv_cache::LatentCache;
+use crate::kv_cache::LayerCache;
 use crate::linear::{Linear, Precision};
 use crate::moe::MoeStats;
 use crate::norm::RmsNorm;
@@ -67,7 +67,7 @@ impl MtpModule {
         prev_hidden: &Tensor,
         next_embedding: &Tensor,
         rope: &Rope,
-        cache: &mut LatentCache,
+        cache: &mut LayerCache,
     ) -> Tensor {
         self.block
             .forward_cached(&self.join(prev_hidden, next_embedding), rope, cache)

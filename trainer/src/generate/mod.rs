@@ -1,5 +1,6 @@
 //! Text generation from a trained model, one prompt at a time: prefill the prompt through the
-//! model into a latent cache (`kv_cache`), then decode token by token with the absorbed MLA form.
+//! model into an attention cache (`kv_cache`: MLA's latents by default), then decode token by
+//! token (with the absorbed MLA form over latents).
 //! With `speculative`, the first MTP module drafts the token after next and the main model
 //! verifies current token and draft in one two-token pass: when the draft is what greedy decoding
 //! would have chosen, two tokens come out of one forward pass (DeepSeek-V3 §5.4.3), and the output
@@ -14,7 +15,7 @@ use anyhow::{ensure, Result};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-use crate::kv_cache::ModelCache;
+use crate::kv_cache::{Layout, ModelCache};
 use crate::model::Model;
 use sampling::{argmax, Sampler, SamplingConfig};
 
@@ -31,6 +32,8 @@ pub struct GenerateOptions {
     pub vocab_limit: Option<usize>,
     /// Draft with the first MTP module and verify with the main model (greedy only).
     pub speculative: bool,
+    /// What the attention cache keeps: MLA's latents (absorbed attention) or per-head K/V.
+    pub layout: Layout,
 }
 
 /// The tokens of one prompt's continuation and what producing them cost.
@@ -45,7 +48,7 @@ pub struct Generation {
     pub decode_passes: u64,
     /// Positions the caches were allocated for (prompt + max tokens, at most `max_seq_len`).
     pub cache_positions: i64,
-    /// Bytes held by the latent caches (c_kv and k_rope of every layer).
+    /// Bytes held by the attention caches of every layer.
     pub cache_bytes: i64,
     /// Bytes the same positions would take as up-projected per-head keys and values.
     pub full_kv_bytes: i64,
@@ -116,7 +119,14 @@ pub fn generate(
     let started = Instant::now();
     let device = model.device();
     let capacity = (n + opts.max_tokens as i64).min(max_len);
-    let mut cache = ModelCache::new(&model.cfg, 1, capacity, device, opts.speculative);
+    let mut cache = ModelCache::new(
+        &model.cfg,
+        opts.layout,
+        1,
+        capacity,
+        device,
+        opts.speculative,
+    );
     let mut out = Output {
         generation: Generation {
             prompt_tokens: prompt.len(),
@@ -239,18 +249,19 @@ mod tests {
     use crate::linear::Precision;
     use crate::testing::tiny_config;
 
-    fn options(max_tokens: usize, speculative: bool) -> GenerateOptions {
+    fn options(max_tokens: usize, speculative: bool, layout: Layout) -> GenerateOptions {
         GenerateOptions {
             max_tokens,
             sampling: SamplingConfig::default(),
             eos: None,
             vocab_limit: Some(300),
             speculative,
+            layout,
         }
     }
 
-    /// Greedy decoding through the latent cache, with and without MTP drafts, chooses the tokens
-    /// that re-running the full forward pass on the whole sequence chooses.
+    /// Greedy decoding through either cache layout, with and without MTP drafts, chooses the
+    /// tokens that re-running the full forward pass on the whole sequence chooses.
     #[test]
     fn cached_and_speculative_greedy_equal_full_recomputation() {
         let mut cfg = tiny_config();
@@ -267,19 +278,34 @@ mod tests {
             sequence.push(argmax(all.last().unwrap()) as u32);
         }
         let expected = &sequence[prompt.len()..];
-        for speculative in [false, true] {
+        let runs = [
+            (false, Layout::Latent),
+            (true, Layout::Latent),
+            (false, Layout::UpProjected),
+        ];
+        for (speculative, layout) in runs {
             let mut streamed = Vec::new();
-            let g = generate(&model, &prompt, &options(100, speculative), 0, &mut |t| {
-                streamed.push(t)
-            })
+            let g = generate(
+                &model,
+                &prompt,
+                &options(100, speculative, layout),
+                0,
+                &mut |t| streamed.push(t),
+            )
             .unwrap();
-            assert_eq!(g.tokens, expected, "speculative {speculative}");
+            assert_eq!(g.tokens, expected, "speculative {speculative}, {layout:?}");
             assert_eq!(streamed, g.tokens);
             if speculative {
                 assert!(g.drafts > 0 && g.accepted <= g.drafts);
             }
-            let short =
-                generate(&model, &prompt, &options(3, speculative), 0, &mut |_| {}).unwrap();
+            let short = generate(
+                &model,
+                &prompt,
+                &options(3, speculative, layout),
+                0,
+                &mut |_| {},
+            )
+            .unwrap();
             assert_eq!(short.tokens, expected[..3]);
         }
     }

@@ -50,6 +50,10 @@ pub struct Args {
     /// pass (greedy only; the text is exactly greedy decoding's). `none`: one pass per token.
     #[arg(long, default_value = "none")]
     speculative: String,
+    /// What the attention cache keeps per token and layer: `latent` (MLA's c_kv and RoPE key, with
+    /// absorbed attention) or `up-projected` (per-head keys and values, for comparison).
+    #[arg(long, default_value = "latent")]
+    cache: String,
     /// auto (CUDA when libtorch sees a GPU), cpu or cuda.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -105,6 +109,7 @@ pub fn run(args: Args) -> Result<()> {
         eos: tok.as_ref().and_then(|t| t.eos_id()),
         vocab_limit: tok.as_ref().map(|t| t.vocab_size()),
         speculative,
+        layout: args.cache.parse()?,
     };
     let mut stdout = std::io::stdout().lock();
     let mut total = Generation::default();
@@ -142,7 +147,7 @@ pub fn run(args: Args) -> Result<()> {
         total.drafts += g.drafts;
         total.accepted += g.accepted;
     }
-    eprintln!("{}", summary(prompts.len(), &total));
+    eprintln!("{}", summary(prompts.len(), &args.cache, &total));
     Ok(())
 }
 
@@ -151,7 +156,7 @@ fn encode(tok: &tokenizer::Tokenizer, text: &str) -> Vec<u32> {
     tok.bos_id().into_iter().chain(tok.encode(text)).collect()
 }
 
-fn summary(prompts: usize, g: &Generation) -> String {
+fn summary(prompts: usize, layout: &str, g: &Generation) -> String {
     let kib = |b: i64| b as f64 / 1024.0;
     let per_token = |b: i64| b / g.cache_positions.max(1);
     let drafts = if g.drafts > 0 {
@@ -166,7 +171,7 @@ fn summary(prompts: usize, g: &Generation) -> String {
     };
     format!(
         "generate: {prompts} prompt(s), {} tokens in {:.2} s ({:.1} tokens/s), cache {:.1} KiB \
-         latent ({} B/token) vs {:.1} KiB up-projected K/V ({} B/token){drafts}",
+         {layout} ({} B/token) vs {:.1} KiB up-projected K/V ({} B/token){drafts}",
         g.tokens.len(),
         g.seconds,
         g.tokens.len() as f64 / g.seconds.max(1e-9),
