@@ -298,6 +298,15 @@ mod tests {
             if speculative {
                 assert!(g.drafts > 0 && g.accepted <= g.drafts);
             }
+            let eos = expected[3];
+            let first = expected.iter().position(|&t| t == eos).unwrap();
+            let stop = GenerateOptions {
+                eos: Some(eos),
+                ..options(100, speculative, layout)
+            };
+            let g = generate(&model, &prompt, &stop, 0, &mut |_| {}).unwrap();
+            assert!(g.stopped_at_eos);
+            assert_eq!(g.tokens, expected[..=first]);
             let short = generate(
                 &model,
                 &prompt,
