@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
@@ -85,7 +85,13 @@ impl ValidationSet {
                 world_size: 1,
                 prefetch: 0,
             },
-        )?;
+        )
+        .with_context(|| {
+            format!(
+                "opening the evaluation shards {} (a directory written by `whale shard`)",
+                dir.display()
+            )
+        })?;
         if let Some(tok) = tokenizer {
             loader.check_tokenizer(tok.hash())?;
         }

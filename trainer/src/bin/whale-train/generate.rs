@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use trainer::generate::sampling::SamplingConfig;
 use trainer::generate::text_stream::TextStream;
 use trainer::generate::{generate, GenerateOptions, Generation};
+use trainer::kv_cache::Layout;
 
 use crate::checkpoint_arg;
 
@@ -78,6 +79,7 @@ pub fn run(args: Args) -> Result<()> {
     if speculative && args.temperature != 0.0 {
         bail!("--speculative mtp decodes greedily: leave out --temperature (or pass 0)");
     }
+    let layout: Layout = args.cache.parse()?;
     let (dir, _vs, model) = checkpoint_arg::load(&args.checkpoint, &args.device, args.threads)?;
     let tok = match &args.tokenizer {
         Some(path) => Some(checkpoint_arg::tokenizer_for(
@@ -109,7 +111,7 @@ pub fn run(args: Args) -> Result<()> {
         eos: tok.as_ref().and_then(|t| t.eos_id()),
         vocab_limit: tok.as_ref().map(|t| t.vocab_size()),
         speculative,
-        layout: args.cache.parse()?,
+        layout,
     };
     let mut stdout = std::io::stdout().lock();
     let mut total = Generation::default();

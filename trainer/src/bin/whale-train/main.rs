@@ -1,5 +1,5 @@
-//! `whale-train`: the half of whale that links libtorch. `whale train …` and `whale model …` run
-//! this binary (found beside `whale`), so the data stages never load libtorch and a data-only
+//! `whale-train`: the half of whale that links libtorch. `whale train`, `eval`, `generate` and
+//! `model` run this binary (found beside `whale`), so the data stages never load libtorch and a data-only
 //! install needs no torch wheel. It can also be run directly: `whale-train train …`.
 
 mod checkpoint_arg;
@@ -10,9 +10,11 @@ mod train;
 
 use clap::{Parser, Subcommand};
 
-/// whale's trainer: pretrain a DeepSeek-style model on token shards and inspect model configs.
+/// whale's trainer: pretrain a DeepSeek-style model on token shards, evaluate and sample from its
+/// checkpoints, and inspect model configs.
 ///
-/// Usually reached as `whale train …` / `whale model …`; run `whale train --help`.
+/// Usually reached as `whale train …` / `whale eval …` / `whale generate …` / `whale model …`;
+/// run `whale train --help`.
 #[derive(Parser)]
 #[command(name = "whale", bin_name = "whale", version, about, long_about)]
 struct Cli {
