@@ -1,6 +1,6 @@
 //! `whale-train`: the half of whale that links libtorch. `whale train`, `eval`, `generate` and
-//! `model` run this binary (found beside `whale`), so the data stages never load libtorch and a data-only
-//! install needs no torch wheel. It can also be run directly: `whale-train train …`.
+//! `model` run this binary (found beside `whale`), so the data stages never load libtorch and a
+//! data-only install needs no torch wheel. It can also be run directly: `whale-train train …`.
 
 mod checkpoint_arg;
 mod eval;
