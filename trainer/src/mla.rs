@@ -95,8 +95,9 @@ impl Mla {
         self.softmax_scale
     }
 
-    /// Per-head queries of `x` at positions `start..start + seq`, split into the part compared with
-    /// the up-projected keys `q_nope [b, s, h, qk_nope]` and the rotated part `q_pe [b, s, h, qk_rope]`.
+    /// Per-head queries of `x` at positions `start..start + seq`, split into the part compared
+    /// with the up-projected keys `q_nope [b, s, h, qk_nope]` and the rotated part
+    /// `q_pe [b, s, h, qk_rope]`.
     fn queries(&self, x: &Tensor, rope: &Rope, start: i64) -> (Tensor, Tensor) {
         let (b, s, _) = x
             .size3()

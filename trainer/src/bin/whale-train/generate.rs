@@ -22,7 +22,11 @@ pub struct Args {
     #[arg(long, required_unless_present = "prompt_ids")]
     tokenizer: Option<PathBuf>,
     /// Text to continue.
-    #[arg(long, required_unless_present_any = ["prompts", "prompt_ids"], conflicts_with_all = ["prompts", "prompt_ids"])]
+    #[arg(
+        long,
+        required_unless_present_any = ["prompts", "prompt_ids"],
+        conflicts_with_all = ["prompts", "prompt_ids"]
+    )]
     prompt: Option<String>,
     /// File of prompts, one per line; each is continued on its own line of output.
     #[arg(long, conflicts_with = "prompt_ids")]
