@@ -129,7 +129,8 @@ pub struct ModelCache {
     pub mtp: Vec<LayerCache>,
     /// Batch × capacity, for the comparison with an up-projected cache.
     slots: i64,
-    /// Numbers per token and layer of an up-projected K/V cache: n_heads·(qk_head_dim + v_head_dim).
+    /// Numbers per token and layer of an up-projected K/V cache:
+    /// n_heads·(qk_head_dim + v_head_dim).
     full_kv_per_token: i64,
 }
 

@@ -158,7 +158,8 @@ impl Mla {
         (q, k, kv_parts[1].shallow_clone())
     }
 
-    /// Queries `[b, h, s, nope+rope]`, keys (the shared RoPE key broadcast to every head) and values.
+    /// Queries `[b, h, s, nope+rope]`, keys (the shared RoPE key broadcast to every head) and
+    /// values.
     pub fn qkv(&self, x: &Tensor, rope: &Rope) -> Qkv {
         let (q, k, v) = self.heads(x, rope, 0);
         Qkv {
