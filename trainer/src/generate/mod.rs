@@ -44,6 +44,8 @@ pub struct Generation {
     pub stopped_at_eos: bool,
     /// Wall time of prefill and decoding.
     pub seconds: f64,
+    /// Wall time until the first new token (the prompt's forward pass).
+    pub prefill_seconds: f64,
     /// Main-model forward passes after the prefill.
     pub decode_passes: u64,
     /// Positions the caches were allocated for (prompt + max tokens, at most `max_seq_len`).
@@ -60,6 +62,7 @@ pub struct Generation {
 /// Collects emitted tokens and decides when to stop.
 struct Output<'a> {
     generation: Generation,
+    started: Instant,
     max_tokens: usize,
     eos: Option<u32>,
     emit: &'a mut dyn FnMut(u32),
@@ -68,6 +71,9 @@ struct Output<'a> {
 impl Output<'_> {
     /// Emits `token`; false once generation must stop.
     fn push(&mut self, token: u32) -> bool {
+        if self.generation.tokens.is_empty() {
+            self.generation.prefill_seconds = self.started.elapsed().as_secs_f64();
+        }
         self.generation.tokens.push(token);
         (self.emit)(token);
         self.generation.stopped_at_eos = Some(token) == self.eos;
@@ -135,6 +141,7 @@ pub fn generate(
             full_kv_bytes: cache.full_kv_bytes(),
             ..Generation::default()
         },
+        started,
         max_tokens: opts.max_tokens,
         eos: opts.eos,
         emit,
@@ -156,7 +163,7 @@ pub fn generate(
             }
         });
     }
-    out.generation.seconds = started.elapsed().as_secs_f64();
+    out.generation.seconds = out.started.elapsed().as_secs_f64();
     Ok(out.generation)
 }
 
@@ -317,5 +324,13 @@ mod tests {
             .unwrap();
             assert_eq!(short.tokens, expected[..3]);
         }
+    }
+}
+
+impl Generation {
+    /// Tokens per second after the first one (which the prefill produces).
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        let decoded = self.tokens.len().saturating_sub(1) as f64;
+        decoded / (self.seconds - self.prefill_seconds).max(1e-9)
     }
 }

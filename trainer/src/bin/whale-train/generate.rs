@@ -147,6 +147,7 @@ pub fn run(args: Args) -> Result<()> {
         total.prompt_tokens += g.prompt_tokens;
         total.tokens.extend(g.tokens);
         total.seconds += g.seconds;
+        total.prefill_seconds += g.prefill_seconds;
         total.cache_bytes = total.cache_bytes.max(g.cache_bytes);
         total.full_kv_bytes = total.full_kv_bytes.max(g.full_kv_bytes);
         total.cache_positions = total.cache_positions.max(g.cache_positions);
@@ -176,11 +177,13 @@ fn summary(prompts: usize, layout: &str, g: &Generation) -> String {
         String::new()
     };
     format!(
-        "generate: {prompts} prompt(s), {} tokens in {:.2} s ({:.1} tokens/s), cache {:.1} KiB \
-         {layout} ({} B/token) vs {:.1} KiB up-projected K/V ({} B/token){drafts}",
+        "generate: {prompts} prompt(s), {} tokens in {:.2} s (prefill {:.3} s, decoding {:.1} \
+         tokens/s), cache {:.1} KiB {layout} ({} B/token) vs {:.1} KiB up-projected K/V ({} \
+         B/token){drafts}",
         g.tokens.len(),
         g.seconds,
-        g.tokens.len() as f64 / g.seconds.max(1e-9),
+        g.prefill_seconds,
+        g.decode_tokens_per_second(),
         kib(g.cache_bytes),
         per_token(g.cache_bytes),
         kib(g.full_kv_bytes),
