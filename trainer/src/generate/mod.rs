@@ -59,6 +59,14 @@ pub struct Generation {
     pub accepted: u64,
 }
 
+impl Generation {
+    /// Tokens per second after the first one (which the prefill produces).
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        let decoded = self.tokens.len().saturating_sub(1) as f64;
+        decoded / (self.seconds - self.prefill_seconds).max(1e-9)
+    }
+}
+
 /// Collects emitted tokens and decides when to stop.
 struct Output<'a> {
     generation: Generation,
@@ -324,13 +332,5 @@ mod tests {
             .unwrap();
             assert_eq!(short.tokens, expected[..3]);
         }
-    }
-}
-
-impl Generation {
-    /// Tokens per second after the first one (which the prefill produces).
-    pub fn decode_tokens_per_second(&self) -> f64 {
-        let decoded = self.tokens.len().saturating_sub(1) as f64;
-        decoded / (self.seconds - self.prefill_seconds).max(1e-9)
     }
 }
