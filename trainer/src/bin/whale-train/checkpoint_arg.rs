@@ -20,18 +20,29 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
     )
 }
 
-/// Loads a checkpoint's model (main layers and MTP modules) for inference on `device`, with
-/// libtorch limited to `threads` CPU threads when given.
+/// Where inference runs: the flags `generate` and `eval` share.
+#[derive(clap::Args)]
+pub struct Runtime {
+    /// auto (CUDA when libtorch sees a GPU), cpu or cuda.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// CPU threads for libtorch (default: libtorch's choice).
+    #[arg(long)]
+    threads: Option<i32>,
+}
+
+/// Loads a checkpoint's model (main layers and MTP modules) for inference on `--device`, with
+/// libtorch limited to `--threads` CPU threads when given.
 pub fn load(
     path: &Path,
-    device: &str,
-    threads: Option<i32>,
+    runtime: &Runtime,
 ) -> Result<(PathBuf, tch::nn::VarStore, trainer::model::Model)> {
-    if let Some(n) = threads {
+    if let Some(n) = runtime.threads {
         tch::set_num_threads(n);
     }
     let dir = resolve(path)?;
-    let (vs, model) = trainer::checkpoint::load_model(&dir, trainer::run::pick_device(device)?)?;
+    let device = trainer::run::pick_device(&runtime.device)?;
+    let (vs, model) = trainer::checkpoint::load_model(&dir, device)?;
     Ok((dir, vs, model))
 }
 

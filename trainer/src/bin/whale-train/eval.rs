@@ -30,19 +30,15 @@ pub struct Args {
     /// Windows per forward pass.
     #[arg(long, default_value_t = 8)]
     batch: usize,
-    /// auto (CUDA when libtorch sees a GPU), cpu or cuda.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// CPU threads for libtorch (default: libtorch's choice).
-    #[arg(long)]
-    threads: Option<i32>,
+    #[command(flatten)]
+    runtime: checkpoint_arg::Runtime,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let (dir, _vs, model) = checkpoint_arg::load(&args.checkpoint, &args.device, args.threads)?;
+    let (dir, _vs, model) = checkpoint_arg::load(&args.checkpoint, &args.runtime)?;
     let tokenizer = match &args.tokenizer {
         Some(path) => Some(checkpoint_arg::tokenizer_for(
             path,

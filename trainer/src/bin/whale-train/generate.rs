@@ -59,12 +59,8 @@ pub struct Args {
     /// absorbed attention) or `up-projected` (per-head keys and values, for comparison).
     #[arg(long, default_value = "latent")]
     cache: String,
-    /// auto (CUDA when libtorch sees a GPU), cpu or cuda.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// CPU threads for libtorch (default: libtorch's choice).
-    #[arg(long)]
-    threads: Option<i32>,
+    #[command(flatten)]
+    runtime: checkpoint_arg::Runtime,
     /// Instead of streaming text, print one JSON object per prompt (prompt ids, generated ids,
     /// text when there is a tokenizer, timing, cache bytes, drafts accepted).
     #[arg(long)]
@@ -84,7 +80,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--speculative mtp decodes greedily: leave out --temperature (or pass 0)");
     }
     let layout: Layout = args.cache.parse()?;
-    let (dir, _vs, model) = checkpoint_arg::load(&args.checkpoint, &args.device, args.threads)?;
+    let (dir, _vs, model) = checkpoint_arg::load(&args.checkpoint, &args.runtime)?;
     let tok = match &args.tokenizer {
         Some(path) => Some(checkpoint_arg::tokenizer_for(
             path,
