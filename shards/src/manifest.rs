@@ -100,6 +100,7 @@ impl Marker {
         self.input == input.display().to_string()
             && (c.shard_bytes, c.chunk_tokens, c.zstd_level, c.seed)
                 == (cfg.shard_bytes, cfg.chunk_tokens, cfg.zstd_level, cfg.seed)
+            && c.val_fraction == cfg.val_fraction
             && self.tokenizer_hash == format!("{:016x}", h.tokenizer_hash)
             && (self.vocab_size, self.bos_id, self.eos_id) == (h.vocab_size, h.bos_id, h.eos_id)
             && self

@@ -8,6 +8,12 @@
 //! Document policy: each document becomes `[BOS] ids(text) [EOS]`, with BOS/EOS present when the
 //! tokenizer defines them (their ids are in every header). Documents are never split across
 //! shards; they are packed back to back and may straddle chunks.
+//!
+//! Held-out data: with `val_fraction` > 0, whole documents chosen by a hash of their text go to
+//! the shard directory `OUTPUT/val/` instead (same format, markers and manifest), which training
+//! finds by itself for its validation loss. Choosing by content, not by position, keeps the split
+//! the same for any seed, task split or input order, and sends exact duplicates to the same side,
+//! so the held-out loss is not flattered by copies of training documents.
 
 use crate::format::{Dtype, Header, EXTENSION};
 use crate::manifest::{Manifest, Marker, ShardEntry};
@@ -49,6 +55,9 @@ pub struct StageConfig {
     pub zstd_level: i32,
     /// Seed of the document-order shuffle within each input; 0 keeps input order.
     pub seed: u64,
+    /// Fraction of documents held out into `OUTPUT/val/` (0: none).
+    #[serde(default)]
+    pub val_fraction: f64,
     #[serde(skip)]
     pub force: bool,
     #[serde(skip)]
@@ -57,28 +66,50 @@ pub struct StageConfig {
     pub task: usize,
 }
 
+/// The held-out shard directory inside a `whale shard` output.
+pub const VAL_DIR: &str = "val";
+
+/// Seed of the held-out hash: fixed, so a document's side never depends on settings.
+const VAL_HASH_SEED: u64 = 0x7661_6c5f_7370_6c74;
+
+/// True when `text` belongs to the held-out fraction `fraction`.
+pub fn is_held_out(text: &str, fraction: f64) -> bool {
+    fraction > 0.0 && (xxh3_64_with_seed(text.as_bytes(), VAL_HASH_SEED) as f64) < fraction * 2f64.powi(64)
+}
+
+/// The manifests a run leaves: the training shards' and, with `val_fraction` > 0, the held-out
+/// ones'.
+#[derive(Debug, Clone)]
+pub struct Manifests {
+    pub train: Manifest,
+    pub val: Option<Manifest>,
+}
+
 /// Skipped records logged per input; the rest are only counted (a broken dump would flood).
 const LOGGED_SKIPS: u64 = 5;
 /// Documents encoded per parallel batch: large enough to keep every core busy.
 const ENCODE_BATCH: usize = 2048;
 
-/// Runs the tasks of this `task` over `inputs` (sorted), then rewrites `manifest.json` from all
-/// done-markers present. Returns the manifest.
+/// Runs the tasks of this `task` over `inputs` (sorted), then rewrites `manifest.json` (and the
+/// held-out directory's) from all done-markers present.
 pub fn run(
     inputs: &[PathBuf],
     cfg: &StageConfig,
     enc: &Encoder,
     read: &(dyn Fn(&Path) -> Result<DocIter> + Sync),
-) -> Result<Manifest> {
+) -> Result<Manifests> {
     ensure!(
         cfg.tasks > 0 && cfg.task < cfg.tasks,
         "task {} of {}",
         cfg.task,
         cfg.tasks
     );
+    ensure!(
+        (0.0..1.0).contains(&cfg.val_fraction),
+        "the held-out fraction must be in [0, 1), not {}",
+        cfg.val_fraction
+    );
     ensure!(!inputs.is_empty(), "no input files");
-    std::fs::create_dir_all(cfg.output.join(".done"))
-        .with_context(|| format!("creating {}", cfg.output.display()))?;
     let header = Header {
         dtype: Dtype::for_vocab(enc.vocab_size),
         vocab_size: enc.vocab_size,
@@ -87,7 +118,15 @@ pub fn run(
         bos_id: enc.bos_id,
         eos_id: enc.eos_id,
     };
-    remove_orphans(&cfg.output, inputs.len())?;
+    let val_cfg = val_config(cfg);
+    for dir in std::iter::once(cfg).chain(&val_cfg) {
+        std::fs::create_dir_all(dir.output.join(".done"))
+            .with_context(|| format!("creating {}", dir.output.display()))?;
+        remove_orphans(&dir.output, inputs.len())?;
+    }
+    if val_cfg.is_none() {
+        remove_stale_val(&cfg.output)?;
+    }
     let mine = (cfg.task..inputs.len()).step_by(cfg.tasks).count();
     let bar = progress_bar(mine as u64);
     let mut tokens = 0u64;
@@ -96,24 +135,50 @@ pub fn run(
             continue;
         }
         bar.inc(1);
-        let marker_path = marker_path(&cfg.output, i);
-        if !cfg.force {
-            if let Some(m) = Marker::load(&marker_path) {
-                if m.matches(input, cfg, &header) {
-                    continue;
-                }
-            }
+        let done = |c: &StageConfig| {
+            Marker::load(&marker_path(&c.output, i)).is_some_and(|m| m.matches(input, c, &header))
+        };
+        if !cfg.force && done(cfg) && val_cfg.as_ref().is_none_or(done) {
+            continue;
         }
-        let marker = shard_input(i, input, cfg, &header, enc, read)
+        let (train, val) = shard_input(i, input, cfg, val_cfg.as_ref(), &header, enc, read)
             .with_context(|| format!("sharding {}", input.display()))?;
-        marker.save(&marker_path)?;
-        tokens += marker.shards.iter().map(|s| s.tokens).sum::<u64>();
+        // The training marker last: it alone says "done" when there is no held-out directory.
+        for (marker, c) in val.iter().zip(&val_cfg).chain([(&train, cfg)]) {
+            marker.save(&marker_path(&c.output, i))?;
+            tokens += marker.shards.iter().map(|s| s.tokens).sum::<u64>();
+        }
         bar.set_message(format!("{tokens} tokens"));
     }
     bar.finish_and_clear();
-    let manifest = Manifest::collect(inputs, cfg, &header)?;
-    manifest.save(&cfg.output.join("manifest.json"))?;
-    Ok(manifest)
+    let mut manifests = val_cfg.iter().chain([cfg]).map(|c| -> Result<Manifest> {
+        let m = Manifest::collect(inputs, c, &header)?;
+        m.save(&c.output.join("manifest.json"))?;
+        Ok(m)
+    });
+    let val = val_cfg.as_ref().map(|_| manifests.next().expect("val")).transpose()?;
+    let train = manifests.next().expect("train")?;
+    Ok(Manifests { train, val })
+}
+
+/// The settings of the held-out directory, when there is one.
+fn val_config(cfg: &StageConfig) -> Option<StageConfig> {
+    (cfg.val_fraction > 0.0).then(|| StageConfig {
+        output: cfg.output.join(VAL_DIR),
+        ..cfg.clone()
+    })
+}
+
+/// Deletes the held-out directory an earlier run with `val_fraction` > 0 left: training would
+/// otherwise validate on documents that are now training data.
+fn remove_stale_val(out: &Path) -> Result<()> {
+    let dir = out.join(VAL_DIR);
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing the stale held-out shards {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A bar over this task's inputs on stderr, hidden when stderr is not a terminal (logs, CI,
@@ -141,16 +206,77 @@ pub fn shard_name(i: usize, j: usize) -> String {
     format!("{i:05}-{j:04}.{EXTENSION}")
 }
 
-/// Encodes and writes one input; removes any earlier shards of it first.
+/// The shards of one input going into one directory: the writer of the open shard and the
+/// marker that lists the closed ones.
+struct Sink<'a> {
+    input: usize,
+    cfg: &'a StageConfig,
+    writer: WriterConfig,
+    marker: Marker,
+    open: Option<(String, ShardWriter)>,
+}
+
+impl<'a> Sink<'a> {
+    fn new(i: usize, input: &Path, cfg: &'a StageConfig, header: &Header, skipped: u64) -> Result<Self> {
+        remove_shards_of(&cfg.output, i)?;
+        Ok(Sink {
+            input: i,
+            cfg,
+            writer: WriterConfig {
+                chunk_tokens: cfg.chunk_tokens,
+                zstd_level: cfg.zstd_level,
+                ..WriterConfig::new(*header)
+            },
+            marker: Marker::new(input, cfg, header, skipped),
+            open: None,
+        })
+    }
+
+    /// Appends a document, closing the open shard first once it reached the target size.
+    fn push(&mut self, doc: &DocIn, ids: &[u32]) -> Result<()> {
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|(_, w)| w.bytes_written() >= self.cfg.shard_bytes)
+        {
+            self.close()?;
+        }
+        if self.open.is_none() {
+            let name = shard_name(self.input, self.marker.shards.len());
+            let w = ShardWriter::create(&self.cfg.output.join(&name), self.writer)?;
+            self.open = Some((name, w));
+        }
+        let (_, w) = self.open.as_mut().expect("just opened");
+        w.push_doc(ids)?;
+        self.marker.count(doc, ids.len() as u64);
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<()> {
+        if let Some((name, w)) = self.open.take() {
+            let s = w.finish()?;
+            self.marker.shards.push(ShardEntry::new(name, &s));
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Marker> {
+        self.close()?;
+        Ok(self.marker)
+    }
+}
+
+/// Encodes and writes one input (its held-out documents into `val` when given); removes any
+/// earlier shards of it first. Returns the training and held-out markers.
 fn shard_input(
     i: usize,
     input: &Path,
     cfg: &StageConfig,
+    val: Option<&StageConfig>,
     header: &Header,
     enc: &Encoder,
     read: &(dyn Fn(&Path) -> Result<DocIter> + Sync),
-) -> Result<Marker> {
-    remove_shards_of(&cfg.output, i)?;
+) -> Result<(Marker, Option<Marker>)> {
     let mut skipped = 0u64;
     let mut docs = Vec::new();
     for item in read(input)? {
@@ -175,18 +301,10 @@ fn shard_input(
         let name = input.file_name().unwrap_or_default().to_string_lossy();
         shuffle(&mut docs, xxh3_64_with_seed(name.as_bytes(), cfg.seed));
     }
-    let mut marker = Marker::new(input, cfg, header, skipped);
-    let wcfg = WriterConfig {
-        chunk_tokens: cfg.chunk_tokens,
-        zstd_level: cfg.zstd_level,
-        ..WriterConfig::new(*header)
-    };
-    let mut current: Option<(String, ShardWriter)> = None;
-    let stats_of = |name: String, w: ShardWriter, m: &mut Marker| -> Result<()> {
-        let s = w.finish()?;
-        m.shards.push(ShardEntry::new(name, &s));
-        Ok(())
-    };
+    let mut train = Sink::new(i, input, cfg, header, skipped)?;
+    let mut held_out = val
+        .map(|v| Sink::new(i, input, v, header, 0))
+        .transpose()?;
     for batch in docs.chunks(ENCODE_BATCH) {
         let encoded: Vec<Vec<u32>> = batch
             .par_iter()
@@ -199,27 +317,13 @@ fn shard_input(
             })
             .collect();
         for (doc, ids) in batch.iter().zip(&encoded) {
-            if current
-                .as_ref()
-                .is_some_and(|(_, w)| w.bytes_written() >= cfg.shard_bytes)
-            {
-                let (name, w) = current.take().expect("checked");
-                stats_of(name, w, &mut marker)?;
+            match held_out.as_mut() {
+                Some(sink) if is_held_out(&doc.text, cfg.val_fraction) => sink.push(doc, ids)?,
+                _ => train.push(doc, ids)?,
             }
-            if current.is_none() {
-                let name = shard_name(i, marker.shards.len());
-                let w = ShardWriter::create(&cfg.output.join(&name), wcfg)?;
-                current = Some((name, w));
-            }
-            let (_, w) = current.as_mut().expect("just set");
-            w.push_doc(ids)?;
-            marker.count(doc, ids.len() as u64);
         }
     }
-    if let Some((name, w)) = current.take() {
-        stats_of(name, w, &mut marker)?;
-    }
-    Ok(marker)
+    Ok((train.finish()?, held_out.map(Sink::finish).transpose()?))
 }
 
 /// Deletes shards and markers of input numbers `>= n_inputs` (left by a run over more inputs):
@@ -314,6 +418,7 @@ mod tests {
             chunk_tokens: 1000,
             zstd_level: 3,
             seed,
+            val_fraction: 0.0,
             force: false,
             tasks: 1,
             task: 0,
@@ -326,6 +431,10 @@ mod tests {
     }
 
     fn run_on(inputs: &[PathBuf], out: &Path, seed: u64, calls: &AtomicUsize) -> Manifest {
+        run_config(inputs, &config(out, seed), calls).train
+    }
+
+    fn run_config(inputs: &[PathBuf], cfg: &StageConfig, calls: &AtomicUsize) -> Manifests {
         let encode = |t: &str| {
             calls.fetch_add(1, Ordering::Relaxed);
             bytes(t)
@@ -337,7 +446,61 @@ mod tests {
             eos_id: Some(EOS),
             encode: &encode,
         };
-        run(inputs, &config(out, seed), &enc, &reader).unwrap()
+        run(inputs, cfg, &enc, &reader).unwrap()
+    }
+
+    /// Every document of `dir`, as token ids.
+    fn all_docs(dir: &Path) -> Vec<Vec<u32>> {
+        let data = Dataset::open(dir).unwrap();
+        (0..data.docs())
+            .map(|n| data.doc_tokens(n).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn held_out_documents_are_whole_disjoint_and_chosen_by_content() {
+        let inputs = [PathBuf::from("in/a.jsonl"), PathBuf::from("in/b.jsonl")];
+        let calls = AtomicUsize::new(0);
+        let split = |seed: u64, tasks: usize| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut cfg = config(dir.path(), seed);
+            cfg.val_fraction = 0.1;
+            cfg.tasks = tasks;
+            let mut last = None;
+            for task in 0..tasks {
+                cfg.task = task;
+                last = Some(run_config(&inputs, &cfg, &calls));
+            }
+            (dir, last.unwrap())
+        };
+        let (dir, m) = split(0, 1);
+        let val = m.val.as_ref().expect("a held-out manifest");
+        assert!(m.train.complete && val.complete);
+        assert_eq!(m.train.docs + val.docs, 600, "every document on one side");
+        assert!((30..=90).contains(&val.docs), "{} of 600 held out", val.docs);
+        assert_eq!(m.train.skipped, 2, "skips counted once, on the training side");
+        let (train_docs, val_docs) = (all_docs(dir.path()), all_docs(&dir.path().join(VAL_DIR)));
+        assert!(val_docs.iter().all(|d| !train_docs.contains(d)));
+        assert!(val_docs.iter().all(|d| d[0] == BOS && d[d.len() - 1] == EOS));
+
+        // Another seed and a task split pick the same held-out documents.
+        let (other, _) = split(9, 2);
+        let mut a = val_docs.clone();
+        let mut b = all_docs(&other.path().join(VAL_DIR));
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+
+        // A rerun resumes; a rerun without a held-out fraction removes the stale directory.
+        let before = calls.load(Ordering::Relaxed);
+        let mut cfg = config(dir.path(), 0);
+        cfg.val_fraction = 0.1;
+        run_config(&inputs, &cfg, &calls);
+        assert_eq!(calls.load(Ordering::Relaxed), before, "nothing re-encoded");
+        cfg.val_fraction = 0.0;
+        let m = run_config(&inputs, &cfg, &calls);
+        assert!(m.val.is_none() && !dir.path().join(VAL_DIR).exists());
+        assert_eq!(m.train.docs, 600);
     }
 
     #[test]

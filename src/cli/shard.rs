@@ -43,6 +43,11 @@ pub struct Args {
     /// Shuffle documents within each input file with this seed (0 keeps input order).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Hold out this fraction of documents (whole documents, chosen by a hash of their text, so
+    /// duplicates stay on one side) as validation shards in OUTPUT/val/; `whale train --shards
+    /// OUTPUT` then reports the held-out loss every `eval_every` steps.
+    #[arg(long, default_value_t = 0.0)]
+    val_fraction: f64,
     #[command(flatten)]
     split: super::split::Split,
     /// Print the manifest as JSON instead of one line.
@@ -121,6 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         chunk_tokens: args.chunk_tokens,
         zstd_level: args.zstd_level,
         seed: args.seed,
+        val_fraction: args.val_fraction,
         force: args.split.force,
         tasks: args.split.tasks,
         task: args.split.task,
@@ -134,14 +140,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eos_id,
         encode: &encode,
     };
-    let m = shards::stage::run(&inputs, &cfg, &enc, &read_input).context("shard")?;
+    let shards::stage::Manifests { train: m, val } =
+        shards::stage::run(&inputs, &cfg, &enc, &read_input).context("shard")?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&m)?);
+        // The training manifest, with the held-out one under "val" when there is one.
+        let mut out = serde_json::to_value(&m)?;
+        if let Some(v) = &val {
+            out["val"] = serde_json::to_value(v)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
+    let held_out = val
+        .map(|v| {
+            format!(
+                "; held out {} docs, {} tokens in {} shards → {}",
+                v.docs,
+                v.tokens,
+                v.shards.len(),
+                cfg.output.join(shards::stage::VAL_DIR).display()
+            )
+        })
+        .unwrap_or_default();
     println!(
         "shard: {} docs, {} tokens in {} shards ({}, {:.2}x vs raw, {:.2}x vs Megatron .bin/.idx), \
-         {} records skipped{} → {}",
+         {} records skipped{} → {}{held_out}",
         m.docs,
         m.tokens,
         m.shards.len(),
