@@ -58,6 +58,8 @@ pub struct ValidationSet {
     batch: i64,
     /// UTF-8 bytes of the scored main targets (special tokens excluded), with a tokenizer.
     bytes: Option<u64>,
+    /// Hash of the tokenizer the shards were encoded with.
+    tokenizer_hash: u64,
 }
 
 impl ValidationSet {
@@ -127,7 +129,14 @@ impl ValidationSet {
             seq_len: cfg.seq_len,
             batch: cfg.batch.max(1) as i64,
             bytes,
+            tokenizer_hash: loader.tokenizer_hash(),
         })
+    }
+
+    /// Hash of the tokenizer the held-out shards were encoded with: training checks that it is
+    /// its own shards' tokenizer.
+    pub fn tokenizer_hash(&self) -> u64 {
+        self.tokenizer_hash
     }
 
     /// Scores `model` (whose MTP depth must be the one the set was loaded for).

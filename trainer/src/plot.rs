@@ -1,5 +1,5 @@
 //! `whale train plot`: renders a run's `metrics.jsonl` to a PNG with two panels, the losses (main
-//! next-token CE in blue, mean MTP CE in orange) and the expert load max/mean of every MoE layer
+//! next-token CE in blue, mean MTP CE in orange, held-out main CE in green where measured) and the expert load max/mean of every MoE layer
 //! (one line per layer; 1.0 = perfect balance), against the optimizer step. Self-contained: a
 //! small raster, a 3×5 digit font for the axis ranges and a PNG encoder over flate2.
 
@@ -123,12 +123,17 @@ impl Canvas {
             top + PANEL - MARGIN + 8,
             &format!("{x_max}"),
         );
+        // Points that are not finite (a series not measured at that step, such as the held-out
+        // loss between evaluations) are bridged: each line joins a series' finite points.
         for (k, ys) in series.iter().enumerate() {
             let rgb = COLORS[k % COLORS.len()];
-            for (i, w) in ys.windows(2).enumerate() {
-                if w[0].is_finite() && w[1].is_finite() {
-                    self.line(at(steps[i], w[0]), at(steps[i + 1], w[1]), rgb);
-                }
+            let mut points = steps.iter().zip(ys).filter(|(_, v)| v.is_finite());
+            let Some(mut prev) = points.next() else {
+                continue;
+            };
+            for next in points {
+                self.line(at(*prev.0, *prev.1), at(*next.0, *next.1), rgb);
+                prev = next;
             }
         }
     }
@@ -190,10 +195,21 @@ pub fn plot(run_dir: &Path, out: &Path) -> Result<usize> {
     if metrics.is_empty() {
         bail!("{} has no steps yet", path.display());
     }
+    let canvas = render(&metrics);
+    std::fs::write(out, canvas.png()?).with_context(|| format!("writing {}", out.display()))?;
+    Ok(metrics.len())
+}
+
+/// The two panels of `metrics` (which must not be empty).
+fn render(metrics: &[StepMetrics]) -> Canvas {
     let steps: Vec<f64> = metrics.iter().map(|m| m.step as f64).collect();
     let losses = vec![
         metrics.iter().map(|m| m.main_loss).collect(),
         metrics.iter().map(|m| m.mtp_loss).collect(),
+        metrics
+            .iter()
+            .map(|m| m.val_loss.unwrap_or(f64::NAN))
+            .collect(),
     ];
     let layers = metrics[0].expert_load.len();
     let loads: Vec<Vec<f64>> = (0..layers)
@@ -207,8 +223,7 @@ pub fn plot(run_dir: &Path, out: &Path) -> Result<usize> {
     let mut canvas = Canvas::new(2 * PANEL);
     canvas.panel(0, &steps, &losses);
     canvas.panel(PANEL, &steps, &loads);
-    std::fs::write(out, canvas.png()?).with_context(|| format!("writing {}", out.display()))?;
-    Ok(metrics.len())
+    canvas
 }
 
 #[cfg(test)]
@@ -221,20 +236,48 @@ mod tests {
         assert_eq!(crc32(b"IEND"), 0xAE42_6082);
     }
 
-    #[test]
-    fn writes_a_png_from_metrics() {
-        let dir = tempfile::tempdir().unwrap();
-        let lines: Vec<String> = (1..=20)
+    /// Metrics of 20 steps with falling losses; a held-out loss every 5 steps when `val`.
+    fn metrics(val: bool) -> Vec<String> {
+        (1..=20)
             .map(|s| {
+                let v = if val && s % 5 == 0 {
+                    format!(r#","val_loss":{}"#, 7.0 / s as f64)
+                } else {
+                    String::new()
+                };
                 format!(
-                    r#"{{"step":{s},"tokens":{},"loss":1,"main_loss":{},"mtp_loss":{},"balance_loss":1,"lr":0.001,"grad_norm":1,"mtp_lambda":0.3,"bias_gamma":0.001,"batch_sequences":8,"expert_load":[{},1.1],"step_seconds":0.1,"tokens_per_second":100}}"#,
+                    r#"{{"step":{s},"tokens":{},"loss":1,"main_loss":{},"mtp_loss":{},"balance_loss":1,"lr":0.001,"grad_norm":1,"mtp_lambda":0.3,"bias_gamma":0.001,"batch_sequences":8,"expert_load":[{},1.1],"step_seconds":0.1,"tokens_per_second":100{v}}}"#,
                     s * 512,
                     5.0 / s as f64,
                     6.0 / s as f64,
                     1.0 + 2.0 / s as f64
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    fn has_color(canvas: &Canvas, rgb: [u8; 3]) -> bool {
+        canvas.pixels.chunks(3).any(|p| p == rgb)
+    }
+
+    #[test]
+    fn held_out_loss_is_drawn_across_the_steps_between_evaluations() {
+        let parse = |lines: Vec<String>| -> Vec<StepMetrics> {
+            lines
+                .iter()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let with = parse(metrics(true));
+        assert_eq!(with[4].val_loss, Some(7.0 / 5.0));
+        assert!(has_color(&render(&with), COLORS[2]));
+        assert!(!has_color(&render(&parse(metrics(false))), COLORS[2]));
+    }
+
+    #[test]
+    fn writes_a_png_from_metrics() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = metrics(true);
         std::fs::write(dir.path().join("metrics.jsonl"), lines.join("\n")).unwrap();
         let out = dir.path().join("curves.png");
         assert_eq!(plot(dir.path(), &out).unwrap(), 20);

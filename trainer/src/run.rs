@@ -12,12 +12,14 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use serde_json::json;
+use shards::stage::VAL_DIR;
 use tch::Device;
 
 use crate::checkpoint::{self, TrainerState};
 use crate::config::ModelConfig;
 use crate::data::{BatchSource, Synthetic};
 use crate::dist::{Backend, Placement, ProcessGroup};
+use crate::eval::{EvalConfig, ValidationSet};
 use crate::info::model_info;
 use crate::linear::Precision;
 use crate::train::{resume_point, MetricsLog, NonFiniteLoss, StepMetrics, TrainConfig, Trainer};
@@ -58,6 +60,9 @@ pub struct RunOptions {
     pub placement: Option<Placement>,
     /// How long a rank waits for the others (rendezvous, each collective) before failing.
     pub dist_timeout: Duration,
+    /// Held-out shards scored every `eval_every` steps and at the end (None: the `val/`
+    /// directory `whale shard --val-fraction` writes inside the training shards, if there).
+    pub val_shards: Option<PathBuf>,
 }
 
 /// The one-line result of a run.
@@ -69,6 +74,8 @@ pub struct RunSummary {
     pub first_loss: Option<f64>,
     pub final_loss: Option<f64>,
     pub final_main_loss: Option<f64>,
+    /// Held-out loss after the last step, when there are held-out shards.
+    pub val_loss: Option<f64>,
     pub tokens_per_second: f64,
     pub seconds: f64,
     pub checkpoint: PathBuf,
@@ -142,6 +149,42 @@ fn open_data(
     }
 }
 
+/// The held-out windows of the run: from `--val-shards`, else from the `val/` directory inside
+/// the training shards. Their tokenizer must be the training shards'.
+fn open_validation(
+    opts: &RunOptions,
+    model: &ModelConfig,
+    train: &TrainConfig,
+    tokenizer_hash: Option<u64>,
+) -> Result<Option<(PathBuf, ValidationSet)>> {
+    let dir = match (&opts.val_shards, &opts.data) {
+        (Some(dir), _) => dir.clone(),
+        (None, DataSpec::Shards(data)) if data.join(VAL_DIR).join("manifest.json").is_file() => {
+            data.join(VAL_DIR)
+        }
+        _ => return Ok(None),
+    };
+    let cfg = EvalConfig {
+        seq_len: train.seq_len,
+        windows: train.eval_windows,
+        seed: 0,
+        batch: train.micro_batch as usize,
+    };
+    let set = ValidationSet::load(&dir, &cfg, model.mtp_depth, None)
+        .with_context(|| format!("loading the held-out shards {}", dir.display()))?;
+    if let Some(hash) = tokenizer_hash {
+        if set.tokenizer_hash() != hash {
+            bail!(
+                "the held-out shards {} were encoded with another tokenizer ({:016x}) than the \
+                 training shards ({hash:016x}): shard both with the same tokenizer.json",
+                dir.display(),
+                set.tokenizer_hash()
+            );
+        }
+    }
+    Ok(Some((dir, set)))
+}
+
 fn write_manifest(
     opts: &RunOptions,
     trainer: &Trainer,
@@ -159,6 +202,7 @@ fn write_manifest(
         "train": trainer.cfg,
         "size": model_info(&trainer.model_cfg, trainer.cfg.seq_len),
         "data": data,
+        "val_shards": opts.val_shards,
         "tokenizer_hash": tokenizer_hash,
         "device": format!("{:?}", opts.device),
         "world_size": trainer.world_size(),
@@ -191,8 +235,12 @@ fn describe(m: &StepMetrics) -> String {
         .mfu
         .map(|u| format!(" mfu {:.1}%", u * 100.0))
         .unwrap_or_default();
+    let val = m
+        .val_loss
+        .map(|v| format!(" val {v:.4}"))
+        .unwrap_or_default();
     format!(
-        "loss {:.4} mtp {:.4} lr {:.2e} |g| {:.3} {:.0} tok/s load max/mean {:.2}{mfu}",
+        "loss {:.4} mtp {:.4}{val} lr {:.2e} |g| {:.3} {:.0} tok/s load max/mean {:.2}{mfu}",
         m.main_loss, m.mtp_loss, m.lr, m.grad_norm, m.tokens_per_second, load
     )
 }
@@ -222,6 +270,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     )?;
     let (mut source, tokenizer_hash) =
         open_data(opts, &model_cfg, &train_cfg, saved.as_ref().map(|(_, s)| s))?;
+    let validation = open_validation(opts, &model_cfg, &train_cfg, tokenizer_hash)?;
     if let Some((dir, state)) = &saved {
         trainer.restore(dir, state)?;
     }
@@ -285,6 +334,14 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         m.mfu = opts
             .peak_flops
             .map(|peak| flops_per_token * m.tokens_per_second / peak);
+        let ending = trainer.tokens >= train_cfg.total_tokens || trainer.step >= last_step;
+        let every = train_cfg.eval_every;
+        if let Some((_, set)) = &validation {
+            if ending || (every > 0 && m.step % every == 0) {
+                let r = trainer.evaluate(set)?;
+                (m.val_loss, m.val_mtp_loss) = (Some(r.loss), r.mtp_losses);
+            }
+        }
         if let Some(log) = log.as_mut() {
             log.write(&m)?;
         }
@@ -311,6 +368,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         first_loss: first.as_ref().map(|m| m.loss),
         final_loss: last.as_ref().map(|m| m.loss),
         final_main_loss: last.as_ref().map(|m| m.main_loss),
+        val_loss: last.as_ref().and_then(|m| m.val_loss),
         tokens_per_second: (trainer.tokens - start_tokens) as f64 / seconds.max(1e-9),
         seconds,
         checkpoint,
@@ -414,6 +472,7 @@ mod tests {
             tokenizer_hash: None,
             placement: None,
             dist_timeout: Duration::from_secs(60),
+            val_shards: None,
         }
     }
 
@@ -451,6 +510,53 @@ mod tests {
         assert_eq!(
             kept, 3,
             "of 10, 12 (end of the first run), 20 and 30, keep 3 keeps the newest"
+        );
+    }
+
+    #[test]
+    fn scores_held_out_shards_every_eval_every_steps_and_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shard_dir, val_dir) = (dir.path().join("shards"), dir.path().join("val"));
+        for d in [&shard_dir, &val_dir] {
+            std::fs::create_dir_all(d).unwrap();
+            write_shards(d, 64);
+        }
+        let mut opts = options(&dir.path().join("run"), &shard_dir, 12);
+        opts.val_shards = Some(val_dir);
+        opts.train.eval_every = 5;
+        opts.train.eval_windows = 6;
+        let summary = run(&opts).unwrap();
+        let lines: Vec<StepMetrics> = std::fs::read_to_string(opts.run_dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let scored: Vec<u64> = lines
+            .iter()
+            .filter(|m| m.val_loss.is_some())
+            .map(|m| m.step)
+            .collect();
+        assert_eq!(scored, [5, 10, 12]);
+        let val = |step: usize| lines[step - 1].val_loss.unwrap();
+        assert!(val(12) < val(5), "held-out loss {} -> {}", val(5), val(12));
+        assert_eq!(summary.val_loss, Some(val(12)));
+        assert_eq!(lines[11].val_mtp_loss.len(), opts.model.mtp_depth as usize);
+
+        // The same windows as `whale eval` scores with --windows 6 on the final checkpoint.
+        let (_vs, model) = checkpoint::load_model(&summary.checkpoint, Device::Cpu).unwrap();
+        let cfg = EvalConfig {
+            seq_len: 32,
+            windows: 6,
+            seed: 0,
+            batch: 2,
+        };
+        let report = crate::eval::evaluate(&model, opts.val_shards.as_ref().unwrap(), &cfg, None);
+        let report = report.unwrap();
+        assert!(
+            (report.loss - val(12)).abs() < 1e-4,
+            "{} vs {}",
+            report.loss,
+            val(12)
         );
     }
 

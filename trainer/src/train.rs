@@ -16,6 +16,7 @@ use crate::config::ModelConfig;
 use crate::data::BatchSource;
 use crate::data_parallel::{DataParallel, DistributedConfig, StepStats};
 use crate::dist::ProcessGroup;
+use crate::eval::{EvalReport, ValidationSet};
 use crate::linear::Precision;
 use crate::model::{LossWeights, Model};
 use crate::moe::update_bias;
@@ -41,6 +42,14 @@ pub struct TrainConfig {
     /// Keep only the newest this many checkpoints (0: keep all).
     #[serde(default = "default_keep_checkpoints")]
     pub keep_checkpoints: usize,
+    /// Score the held-out shards every this many steps (0: only after the last step). Training
+    /// has held-out shards with `whale shard --val-fraction` or `whale train --val-shards`.
+    #[serde(default)]
+    pub eval_every: u64,
+    /// Held-out windows scored each time: the first N of the seed-0 order, as `whale eval
+    /// --windows N` scores them, so its numbers and the training log agree.
+    #[serde(default = "default_eval_windows")]
+    pub eval_windows: usize,
     /// Global batch size (sequences) and its ramp.
     pub batch: BatchRamp,
     #[serde(default)]
@@ -59,6 +68,10 @@ pub struct TrainConfig {
 
 fn default_keep_checkpoints() -> usize {
     3
+}
+
+fn default_eval_windows() -> usize {
+    64
 }
 
 impl TrainConfig {
@@ -97,6 +110,12 @@ pub struct StepMetrics {
     /// `ProcessGroup::sent_bytes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comm_bytes: Option<u64>,
+    /// Held-out loss of the main model, on the steps where it was scored (`eval_every`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
+    /// Held-out loss of each MTP depth, on those steps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub val_mtp_loss: Vec<f64>,
 }
 
 /// Model, optimizer and position in the run.
@@ -332,7 +351,16 @@ impl Trainer {
             comm_bytes: sent_before
                 .zip(self.parallel.as_ref())
                 .map(|(before, dp)| dp.group.sent_bytes() - before),
+            val_loss: None,
+            val_mtp_loss: Vec::new(),
         })
+    }
+
+    /// Scores the model on held-out windows, under the same autocast as training. Every rank
+    /// scores (the same windows, so the same result): a rank that sat out would stall the next
+    /// exchange, and layers that communicate in their forward need every rank.
+    pub fn evaluate(&self, set: &ValidationSet) -> Result<EvalReport> {
+        tch::autocast(self.autocast, || set.evaluate(&self.model))
     }
 
     /// The state that goes into a checkpoint next to the tensors.

@@ -29,6 +29,10 @@ pub struct Args {
     /// recorded tokenizer hash differs.
     #[arg(long, requires = "shards")]
     tokenizer: Option<PathBuf>,
+    /// Held-out token shards whose loss is logged every `eval_every` steps (train config) and
+    /// after the last step. Default: SHARDS/val/, which `whale shard --val-fraction` writes.
+    #[arg(long)]
+    val_shards: Option<PathBuf>,
     /// Train on a deterministic, learnable synthetic token stream instead of shards (smoke tests,
     /// benchmarks).
     #[arg(long)]
@@ -169,6 +173,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         tokenizer_hash,
         placement,
         dist_timeout: Duration::from_secs(args.dist_timeout),
+        val_shards: args.val_shards,
     };
     let s = run_training(&opts)?;
     if !leader {
@@ -192,8 +197,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .map(|r| format!(" (resumed at step {r})"))
             .unwrap_or_default();
         let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+        let val = s
+            .val_loss
+            .map(|v| format!(", held-out {v:.4}"))
+            .unwrap_or_default();
         println!(
-            "train: {} steps{resumed}, {} tokens, loss {} → {} (main {}), {:.0} tokens/s, checkpoint {}",
+            "train: {} steps{resumed}, {} tokens, loss {} → {} (main {}{val}), {:.0} tokens/s, checkpoint {}",
             s.steps,
             s.tokens,
             fmt(s.first_loss),
