@@ -1,6 +1,7 @@
 //! `whale`: raw web dumps to a trained DeepSeek-style model. This binary only parses arguments;
 //! each subcommand's flags live in `cli/<stage>.rs` and the work happens in the library crates.
-//! It links no libtorch: `train` and `model` are handed to `whale-train` (`cli/train.rs`).
+//! It links no libtorch: `train`, `eval`, `generate` and `model` are handed to `whale-train`
+//! (`cli/train.rs`).
 
 mod cli;
 
@@ -41,6 +42,13 @@ enum Command {
     /// Pretrain the DeepSeek-V3-style model (MLA, DeepSeekMoE, MTP) on token shards (runs
     /// `whale-train`, which links libtorch; see `whale train --help`).
     Train(cli::train::Forwarded),
+    /// Loss, perplexity and bits per byte of a checkpoint on held-out token shards (`whale eval
+    /// CKPT --shards DIR`; runs `whale-train`).
+    Eval(cli::train::Forwarded),
+    /// Continue prompts with a trained checkpoint, streaming the text: greedy, sampling, or MTP
+    /// speculative decoding over MLA's latent cache (`whale generate CKPT --tokenizer T --prompt
+    /// TEXT`; runs `whale-train`).
+    Generate(cli::train::Forwarded),
     /// Inspect a model config: parameters, KV cache, FLOPs (`whale model info CONFIG`; runs
     /// `whale-train`).
     Model(cli::train::Forwarded),
@@ -58,6 +66,8 @@ fn main() {
         Command::Shard(args) => cli::shard::run(args),
         Command::Shards(cmd) => cli::shard::run_shards(cmd),
         Command::Train(args) => cli::train::run("train", args),
+        Command::Eval(args) => cli::train::run("eval", args),
+        Command::Generate(args) => cli::train::run("generate", args),
         Command::Model(args) => cli::train::run("model", args),
     };
     if let Err(err) = result {

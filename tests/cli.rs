@@ -162,11 +162,16 @@ fn trainer_binary() -> std::path::PathBuf {
 }
 
 #[test]
-fn train_and_model_are_handed_to_whale_train() {
+fn trainer_commands_are_handed_to_whale_train() {
     trainer_binary();
     let help = stdout(&whale(&["train", "--help"]));
     assert!(help.contains("Usage: whale train"), "{help}");
     assert!(help.contains("--shards"), "{help}");
+    for (command, flag) in [("eval", "--windows"), ("generate", "--speculative")] {
+        let help = stdout(&whale(&[command, "--help"]));
+        assert!(help.contains(&format!("Usage: whale {command}")), "{help}");
+        assert!(help.contains(flag), "{help}");
+    }
     let info = stdout(&whale(&[
         "model",
         "info",
@@ -280,7 +285,7 @@ fn every_data_stage_runs_without_libtorch_and_train_says_how_to_install_it() {
         "--output",
         "d",
     ]);
-    for command in ["train", "model"] {
+    for command in ["train", "model", "eval", "generate"] {
         let out = isolated(&exe, dir.path(), &[command, "--help"]);
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);

@@ -1,4 +1,4 @@
-//! `whale train` and `whale model`: handed to `whale-train`, the binary that links libtorch, so
+//! `whale train`, `eval`, `generate` and `model`: handed to `whale-train`, the binary that links libtorch, so
 //! that `whale` itself — every data stage — runs on machines without torch, starts in
 //! milliseconds, and a data-only user never installs the 2.5 GB torch wheel.
 //!
@@ -14,7 +14,7 @@ use std::process::Command;
 /// The trainer binary's file name.
 const TRAINER: &str = "whale-train";
 
-/// Everything after `train` / `model`, passed to `whale-train` untouched (`--help` too).
+/// Everything after the command's name, passed to `whale-train` untouched (`--help` too).
 #[derive(clap::Args)]
 #[command(disable_help_flag = true)]
 pub struct Forwarded {
@@ -57,7 +57,7 @@ fn locate() -> Result<PathBuf> {
 /// What to do when `whale-train` is not installed.
 fn missing_trainer(exe: &Path) -> String {
     format!(
-        "`whale train` and `whale model` run `{TRAINER}`, the part of whale that links libtorch, \
+        "`whale train`, `eval`, `generate` and `model` run `{TRAINER}`, the part of whale that links libtorch, \
          and it is neither beside {} nor on PATH (nor named by $WHALE_TRAIN). To install it, from \
          the whale source tree run `scripts/setup` (it installs torch==2.11.0, whose libtorch the \
          trainer uses, into .venv), then `cargo build --release -p trainer`; `{TRAINER}` lands in \
