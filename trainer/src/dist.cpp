@@ -1,6 +1,6 @@
 // torch.distributed's C++ engine (c10d), which tch does not wrap, for `src/dist/`: the TCPStore
-// rendezvous, the Gloo process group (CPU tensors) and the collectives data parallelism needs,
-// each returning a `c10d::Work` that Rust waits on with a timeout.
+// rendezvous, the Gloo process group (CPU tensors) and the collectives data and expert parallelism
+// need, each returning a `c10d::Work` that Rust waits on with a timeout.
 //
 // Gloo's headers: `ProcessGroupGloo.hpp` includes `<gloo/...>`, which the torch wheel does not
 // ship. build.rs compiles this file against Debian's `libgloo-dev` headers (scripts/setup installs
@@ -87,6 +87,16 @@ int whale_dist_store_new(const char* host, int port, int is_server, int world_si
   });
 }
 
+// A view of `store` whose keys live under `prefix`: the rendezvous of a sub-group (the ranks of
+// one expert-parallel group, say) inside the job's store.
+int whale_dist_prefix_store_new(void* store, const char* prefix, void** out, char* err,
+                                int64_t err_len) {
+  return guarded(err, err_len, [&] {
+    Store s = c10::intrusive_ptr<c10d::Store>::reclaim_copy(static_cast<c10d::Store*>(store));
+    *out = release(c10::make_intrusive<c10d::PrefixStore>(prefix, s));
+  });
+}
+
 void whale_dist_store_free(void* store) {
   c10::intrusive_ptr<c10d::Store>::reclaim(static_cast<c10d::Store*>(store));
 }
@@ -162,6 +172,17 @@ int whale_dist_all_gather(void* pg, at::Tensor* output, at::Tensor* input, void*
                           char* err, int64_t err_len) {
   return guarded(err, err_len, [&] {
     launched(backend(pg)->_allgather_base(*output, *input), work);
+  });
+}
+
+// Sends rows of `*input` to every rank and receives theirs into `*output`: `in_splits[r]` rows
+// (dim 0) go to rank r, in rank order, and `out_splits[r]` rows arrive from rank r.
+int whale_dist_all_to_all(void* pg, at::Tensor* output, at::Tensor* input,
+                          const int64_t* out_splits, const int64_t* in_splits, int64_t n,
+                          void** work, char* err, int64_t err_len) {
+  return guarded(err, err_len, [&] {
+    std::vector<int64_t> out(out_splits, out_splits + n), in(in_splits, in_splits + n);
+    launched(backend(pg)->alltoall_base(*output, *input, out, in), work);
   });
 }
 

@@ -1,10 +1,11 @@
 //! A torch.distributed process group (c10d, through `src/dist.cpp`): the TCPStore rendezvous, the
-//! Gloo (CPU) or NCCL (CUDA) backend, and the collectives data parallelism needs. Every collective
+//! Gloo (CPU) or NCCL (CUDA) backend, sub-groups of its ranks, and the collectives data and
+//! expert parallelism need. Every collective
 //! returns a [`Work`] that is waited on with the group's timeout, so a peer that died or hangs ends
 //! the job with an error instead of a silent hang.
 
-use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void, CString};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -27,6 +28,13 @@ extern "C" {
         err_len: i64,
     ) -> c_int;
     fn whale_dist_store_free(store: *mut c_void);
+    fn whale_dist_prefix_store_new(
+        store: *mut c_void,
+        prefix: *const c_char,
+        out: *mut *mut c_void,
+        err: *mut c_char,
+        err_len: i64,
+    ) -> c_int;
     fn whale_dist_gloo_new(
         store: *mut c_void,
         rank: c_int,
@@ -80,6 +88,18 @@ extern "C" {
         err: *mut c_char,
         err_len: i64,
     ) -> c_int;
+    #[allow(clippy::too_many_arguments)]
+    fn whale_dist_all_to_all(
+        pg: *mut c_void,
+        output: *mut C_tensor,
+        input: *mut C_tensor,
+        out_splits: *const i64,
+        in_splits: *const i64,
+        n: i64,
+        work: *mut *mut c_void,
+        err: *mut c_char,
+        err_len: i64,
+    ) -> c_int;
     fn whale_dist_barrier(
         pg: *mut c_void,
         work: *mut *mut c_void,
@@ -111,6 +131,12 @@ struct Handle {
     free: unsafe extern "C" fn(*mut c_void),
 }
 
+// SAFETY: c10d stores, backends and works are thread-safe objects (torch.distributed launches
+// collectives from any thread, and the autograd engine's threads run backward collectives); the
+// handle only holds a reference that it frees once.
+unsafe impl Send for Handle {}
+unsafe impl Sync for Handle {}
+
 impl Drop for Handle {
     fn drop(&mut self) {
         // SAFETY: `ptr` came from the matching `*_new` / collective and is freed once, here.
@@ -122,13 +148,15 @@ impl Drop for Handle {
 pub struct ProcessGroup {
     // Field order is drop order: the group before the store it talks through.
     pg: Handle,
-    _store: Handle,
+    store: Handle,
     backend: Backend,
     pub rank: usize,
     pub world_size: usize,
     timeout: Duration,
     /// Bytes this rank has sent so far (see `sent_bytes`).
-    sent: Cell<u64>,
+    sent: AtomicU64,
+    /// Loopback jobs bind sub-groups' sockets to loopback too.
+    bind: CString,
 }
 
 /// A launched collective; [`Work::wait`] finishes it.
@@ -188,6 +216,7 @@ impl ProcessGroup {
         let prefix = CString::new(place.store_prefix().unwrap_or_default())?;
         // A job on loopback stays on loopback; otherwise the host name's address, as torch does.
         let bind = CString::new(if place.on_loopback() { "127.0.0.1" } else { "" })?;
+        let ranks = (place.rank, place.world_size);
         let store = create(
             &format!(
                 "rank {}: TCPStore at {}:{}",
@@ -209,19 +238,30 @@ impl ProcessGroup {
                 )
             },
         )?;
+        Self::over(store, backend, ranks, bind, timeout)
+    }
+
+    /// The `backend` group of `world_size` ranks meeting through `store`, as `rank`.
+    fn over(
+        store: Handle,
+        backend: Backend,
+        (rank, world_size): (usize, usize),
+        bind: CString,
+        timeout: Duration,
+    ) -> Result<Self> {
         let new = match backend {
             Backend::Gloo => whale_dist_gloo_new,
             Backend::Nccl => whale_dist_nccl_new,
         };
         let pg = create(
-            &format!("rank {}: {backend:?} process group", place.rank),
+            &format!("rank {rank}: {backend:?} process group"),
             whale_dist_pg_free,
             |out, err, len| unsafe {
                 // SAFETY: `store` is live; the group keeps its own reference to it.
                 new(
                     store.ptr,
-                    place.rank as c_int,
-                    place.world_size as c_int,
+                    rank as c_int,
+                    world_size as c_int,
                     bind.as_ptr(),
                     millis(timeout),
                     out,
@@ -232,20 +272,47 @@ impl ProcessGroup {
         )?;
         Ok(Self {
             pg,
-            _store: store,
+            store,
             backend,
-            rank: place.rank,
-            world_size: place.world_size,
+            rank,
+            world_size,
             timeout,
-            sent: Cell::new(0),
+            sent: AtomicU64::new(0),
+            bind,
         })
+    }
+
+    /// The group of the ranks `members` (ranks of this group, in the order that numbers them in
+    /// the new one), which must include this rank; `name` keeps its rendezvous apart from other
+    /// sub-groups'. Only the members call this, each with the same `name` and `members`.
+    pub fn subgroup(&self, name: &str, members: &[usize]) -> Result<Self> {
+        let rank = members
+            .iter()
+            .position(|&r| r == self.rank)
+            .with_context(|| format!("rank {} is not in sub-group {name} {members:?}", self.rank))?;
+        let prefix = CString::new(format!("{name}/"))?;
+        let store = create(
+            &format!("rank {}: store of sub-group {name}", self.rank),
+            whale_dist_store_free,
+            |out, err, len| unsafe {
+                // SAFETY: the store is live; the prefix store keeps its own reference to it.
+                whale_dist_prefix_store_new(self.store.ptr, prefix.as_ptr(), out, err, len)
+            },
+        )?;
+        Self::over(
+            store,
+            self.backend,
+            (rank, members.len()),
+            self.bind.clone(),
+            self.timeout,
+        )
     }
 
     /// Bytes this rank has sent so far, counted as the bandwidth-optimal (ring) algorithms send
     /// them, whatever the backend chose: for a buffer of B bytes over W ranks, an all-reduce sends
     /// 2(W−1)/W·B, a reduce-scatter or an all-gather (W−1)/W·B, a broadcast B.
     pub fn sent_bytes(&self) -> u64 {
-        self.sent.get()
+        self.sent.load(Ordering::Relaxed)
     }
 
     /// Launches a collective over a buffer of `full` (the largest tensor of the collective), of
@@ -258,7 +325,8 @@ impl ProcessGroup {
     ) -> Result<Work> {
         if let Some(t) = full {
             let bytes = (t.numel() * t.kind().elt_size_in_bytes()) as f64 * share;
-            self.sent.set(self.sent.get() + bytes.round() as u64);
+            self.sent
+                .fetch_add(bytes.round() as u64, Ordering::Relaxed);
         }
         let handle = create(what, whale_dist_work_free, |out, err, len| {
             call(self.pg.ptr, out, err, len)
@@ -320,6 +388,42 @@ impl ProcessGroup {
             |pg, work, err, len| unsafe {
                 // SAFETY: as in `broadcast`.
                 whale_dist_all_gather(pg, raw(output), raw(input), work, err, len)
+            },
+        )
+    }
+
+    /// Sends `in_splits[r]` rows of `input` (in rank order along dim 0) to rank `r` and receives
+    /// `out_splits[r]` rows from rank `r` into `output`, in rank order.
+    pub fn all_to_all(
+        &self,
+        output: &Tensor,
+        input: &Tensor,
+        out_splits: &[i64],
+        in_splits: &[i64],
+    ) -> Result<Work> {
+        anyhow::ensure!(
+            out_splits.len() == self.world_size && in_splits.len() == self.world_size,
+            "all-to-all splits must name every rank"
+        );
+        let rows = input.size().first().copied().unwrap_or(0).max(1) as f64;
+        // Rows kept on this rank are not sent.
+        let share = (rows - in_splits[self.rank] as f64) / rows;
+        self.launch(
+            "all-to-all",
+            (Some(input), share),
+            |pg, work, err, len| unsafe {
+                // SAFETY: as in `broadcast`; the split arrays outlive the call (c10d copies them).
+                whale_dist_all_to_all(
+                    pg,
+                    raw(output),
+                    raw(input),
+                    out_splits.as_ptr(),
+                    in_splits.as_ptr(),
+                    self.world_size as i64,
+                    work,
+                    err,
+                    len,
+                )
             },
         )
     }
@@ -390,6 +494,43 @@ mod tests {
             assert_eq!(avg, [0.5, 3.0]);
             assert_eq!(shard, [[1.0, 1.0], [21.0, 21.0]][rank]);
             assert_eq!(gathered, [1.0, 1.0, 21.0, 21.0]);
+        }
+    }
+
+    #[test]
+    fn all_to_all_with_uneven_splits_and_sub_groups() {
+        let got = on_ranks(3, |pg| {
+            let r = pg.rank as i64;
+            // Rank r sends r+1 rows to each rank; a row is [sender, receiver].
+            let input = Tensor::from_slice(
+                &(0..3)
+                    .flat_map(|to| (0..=r).flat_map(move |_| [r as f32, to as f32]))
+                    .collect::<Vec<_>>(),
+            )
+            .view([-1, 2]);
+            let received = Tensor::zeros([6, 2], (Kind::Float, Device::Cpu));
+            pg.all_to_all(&received, &input, &[1, 2, 3], &[r + 1; 3])
+                .unwrap()
+                .wait()
+                .unwrap();
+            // Ranks 2 and 0 form a sub-group in which rank 2 is number 0.
+            let sub = (r != 1).then(|| {
+                let sub = pg.subgroup("pair", &[2, 0]).unwrap();
+                let t = Tensor::from_slice(&[r as f32]);
+                sub.broadcast(&t, 0).unwrap().wait().unwrap();
+                (sub.rank, values(&t))
+            });
+            (values(&received), sub)
+        });
+        for (rank, (received, sub)) in got.into_iter().enumerate() {
+            let expected: Vec<f32> = (0..3)
+                .flat_map(|from| (0..=from).flat_map(move |_| [from as f32, rank as f32]))
+                .collect();
+            assert_eq!(received, expected, "rank {rank}");
+            match rank {
+                1 => assert!(sub.is_none()),
+                _ => assert_eq!(sub, Some((usize::from(rank == 0), vec![2.0]))),
+            }
         }
     }
 
