@@ -4,6 +4,7 @@
 use tch::{nn, Tensor};
 
 use crate::config::ModelConfig;
+use crate::expert_parallel::ExpertShard;
 use crate::kv_cache::LayerCache;
 use crate::linear::Precision;
 use crate::mla::Mla;
@@ -27,10 +28,17 @@ pub struct Block {
 }
 
 impl Block {
-    /// Layer `index` of the model (MTP blocks continue the numbering after the last layer).
-    pub fn new(path: nn::Path, cfg: &ModelConfig, index: i64, precision: &Precision) -> Self {
+    /// Layer `index` of the model (MTP blocks continue the numbering after the last layer), with
+    /// the routed experts of `experts` when it is an MoE layer.
+    pub fn new(
+        path: nn::Path,
+        cfg: &ModelConfig,
+        index: i64,
+        precision: &Precision,
+        experts: ExpertShard,
+    ) -> Self {
         let mlp = if cfg.is_moe_layer(index) {
-            Ffn::Moe(Moe::new(&path / "mlp", cfg, precision))
+            Ffn::Moe(Moe::new(&path / "mlp", cfg, precision, experts))
         } else {
             Ffn::Dense(Mlp::new(
                 &path / "mlp",

@@ -184,12 +184,13 @@ pub fn prune(run_dir: &Path, keep: usize) -> Result<()> {
     Ok(())
 }
 
-/// Writes a checkpoint to `dir` atomically (a temp directory renamed when complete), with the
-/// optimizer's moments of whole parameters (`AdamW::state_tensors`, or gathered from the ranks'
-/// ZeRO-1 shards).
+/// Writes a checkpoint to `dir` atomically (a temp directory renamed when complete): the whole
+/// model's `weights` (`named_weights`, with the experts of other ranks gathered in under expert
+/// parallelism) and the optimizer's moments of whole parameters (`AdamW::state_tensors`, or
+/// gathered from the ranks).
 pub fn save(
     dir: &Path,
-    vs: &nn::VarStore,
+    weights: &[(String, Tensor)],
     moments: &[(String, Tensor)],
     state: &TrainerState,
 ) -> Result<()> {
@@ -198,10 +199,7 @@ pub fn save(
         std::fs::remove_dir_all(&tmp)?;
     }
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    write_tensors(
-        &named_weights(vs, &state.model),
-        &tmp.join("model.safetensors"),
-    )?;
+    write_tensors(weights, &tmp.join("model.safetensors"))?;
     write_tensors(moments, &tmp.join("optimizer.safetensors"))?;
     std::fs::write(
         tmp.join("config.json"),

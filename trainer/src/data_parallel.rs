@@ -11,6 +11,11 @@
 //! The optimizer then takes the same step from the same gradients on every rank, so the weights
 //! stay identical without being sent again.
 //!
+//! With expert parallelism (`[distributed] expert_parallel = E`, see `expert_parallel`) each rank
+//! holds only its EP group share of the routed experts: their gradients already hold every token
+//! of the EP group (the all-to-all's backward brought them) and are summed only over the ranks
+//! that hold the same experts, and the gradient norm adds each expert once.
+//!
 //! With ZeRO-1 (`[distributed] zero = 1`, as DeepSeek-V2 trained) the optimizer state is sharded
 //! instead: the parameters, flattened in name order and padded to a multiple of the world size,
 //! are cut into one contiguous shard per rank. Step 2 becomes a reduce-scatter (each rank receives
@@ -20,6 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::c_char;
+use std::sync::Arc;
 
 use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
@@ -28,15 +34,34 @@ use torch_sys::C_tensor;
 
 use crate::cpp::{check, raw};
 use crate::dist::{ProcessGroup, ReduceOp, Work};
+use crate::expert_parallel::{gather_experts, split_expert_name, ExpertGroup, ExpertLayout};
 use crate::optim::{release_grads, AdamW, OptimConfig, Slot};
 
 /// How ranks share the work, from the `[distributed]` table of the train config.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DistributedConfig {
     /// ZeRO stage: 0 (every rank holds the whole optimizer state) or 1 (sharded across ranks).
     #[serde(default)]
     pub zero: u8,
+    /// Ranks per expert-parallel group: each holds 1/E of every MoE layer's routed experts (1:
+    /// every rank holds all). Must divide the number of ranks and of routed experts; a single
+    /// process ignores it (it holds every expert, so it can resume an EP run's checkpoint).
+    #[serde(default = "one")]
+    pub expert_parallel: usize,
+}
+
+impl Default for DistributedConfig {
+    fn default() -> Self {
+        Self {
+            zero: 0,
+            expert_parallel: 1,
+        }
+    }
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Gradient bytes per all-reduce: large enough to amortize each collective's latency, small enough
@@ -63,10 +88,21 @@ pub struct StepStats {
 /// One rank of a data-parallel job.
 pub struct DataParallel {
     pub group: ProcessGroup,
-    /// Trainable parameters in name order, the same on every rank.
+    /// Trainable parameters held by every rank, in name order.
     params: Vec<Tensor>,
     names: Vec<String>,
     zero: Option<Zero1>,
+    /// With expert parallelism: this rank's routed experts and their groups.
+    experts: Option<Experts>,
+}
+
+/// The routed experts of one rank of an expert-parallel job.
+struct Experts {
+    group: Arc<ExpertGroup>,
+    /// The ranks that hold the same experts (None: only this one).
+    replicas: Option<ProcessGroup>,
+    /// This rank's expert parameters, in name order.
+    params: Vec<Tensor>,
 }
 
 /// This rank's part of the ZeRO-1 layout.
@@ -108,21 +144,70 @@ fn padded(mut parts: Vec<Tensor>, total: i64, len: i64) -> Tensor {
 
 impl DataParallel {
     /// Makes every rank start from rank 0's variables (weights and balancing biases, fresh or
-    /// restored), then plans over the trainable ones.
-    pub fn new(group: ProcessGroup, vs: &nn::VarStore, cfg: &DistributedConfig) -> Result<Self> {
+    /// restored; routed experts from the first rank holding the same ones), then plans over the
+    /// trainable ones. With `layout.ep > 1` it also forms this rank's EP group and replica group
+    /// (every rank calls this at once).
+    pub fn new(
+        group: ProcessGroup,
+        vs: &nn::VarStore,
+        cfg: &DistributedConfig,
+        layout: ExpertLayout,
+        n_experts: i64,
+    ) -> Result<Self> {
         if cfg.zero > 1 {
             bail!(
                 "[distributed] zero = {} in the train config: only 0 and 1 exist",
                 cfg.zero
             );
         }
+        if cfg.zero == 1 && layout.ep > 1 {
+            bail!(
+                "[distributed] zero = 1 with expert_parallel = {} is not supported yet: set zero = 0 \
+                 (expert parallelism already divides the experts' optimizer state) or \
+                 expert_parallel = 1",
+                layout.ep
+            );
+        }
         let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
+        let (expert_vars, named): (Vec<_>, Vec<_>) = named
+            .into_iter()
+            .partition(|(name, _)| layout.ep > 1 && split_expert_name(name).is_some());
+        let experts = if layout.ep > 1 {
+            let ep_group = group.subgroup(
+                &format!("ep{}", layout.rank / layout.ep),
+                &layout.ep_members(),
+            )?;
+            let replicas = (layout.world > layout.ep)
+                .then(|| {
+                    group.subgroup(
+                        &format!("experts{}", layout.ep_rank()),
+                        &layout.replica_members(),
+                    )
+                })
+                .transpose()?;
+            Some(Experts {
+                group: Arc::new(ExpertGroup::new(ep_group, layout.shard(n_experts))),
+                replicas,
+                params: expert_vars
+                    .iter()
+                    .filter(|(_, t)| t.requires_grad())
+                    .map(|(_, t)| t.shallow_clone())
+                    .collect(),
+            })
+        } else {
+            None
+        };
         tch::no_grad(|| -> Result<()> {
-            let works = named
+            let mut works = named
                 .iter()
                 .map(|(_, t)| group.broadcast(t, 0))
                 .collect::<Result<Vec<Work>>>()?;
+            if let Some(replicas) = experts.as_ref().and_then(|e| e.replicas.as_ref()) {
+                for (_, t) in &expert_vars {
+                    works.push(replicas.broadcast(t, 0)?);
+                }
+            }
             works.into_iter().try_for_each(Work::wait)
         })?;
         let (names, params): (Vec<String>, Vec<Tensor>) =
@@ -142,7 +227,35 @@ impl DataParallel {
             params,
             names,
             zero,
+            experts,
         })
+    }
+
+    /// The EP group the model's MoE layers exchange token copies in, with expert parallelism.
+    pub fn expert_group(&self) -> Option<&Arc<ExpertGroup>> {
+        self.experts.as_ref().map(|e| &e.group)
+    }
+
+    /// Bytes this rank has sent in all its groups (see `ProcessGroup::sent_bytes`).
+    pub fn sent_bytes(&self) -> u64 {
+        let experts = self.experts.as_ref().map_or(0, |e| {
+            e.group.group().sent_bytes() + e.replicas.as_ref().map_or(0, ProcessGroup::sent_bytes)
+        });
+        self.group.sent_bytes() + experts
+    }
+
+    /// With expert parallelism, `named` (weights or moments, this rank's experts under their own
+    /// numbers) with the EP group's other experts gathered in, for a whole-model checkpoint
+    /// (every rank calls this); otherwise `named` unchanged.
+    pub fn whole_experts(&self, named: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>> {
+        let Some(experts) = &self.experts else {
+            return Ok(named);
+        };
+        let (local, mut out): (Vec<_>, Vec<_>) = named
+            .into_iter()
+            .partition(|(name, _)| split_expert_name(name).is_some());
+        out.extend(gather_experts(&experts.group, &local)?);
+        Ok(out)
     }
 
     /// With ZeRO-1, the optimizer this rank steps instead of `full`: one over the pieces of its
@@ -210,9 +323,9 @@ impl DataParallel {
         self.group.rank == 0
     }
 
-    /// Combines the step's statistics over ranks and readies the gradients for
-    /// [`reduce_gradients`](Self::reduce_gradients): returns which parameters got a gradient on
-    /// some rank, after giving those without one here a zero gradient.
+    /// Combines the step's statistics over ranks and readies the gradients for `step`: returns
+    /// which parameters (those held by every rank, then this rank's experts) got a gradient on
+    /// some rank holding them, after giving those without one here a zero gradient.
     pub fn reduce_stats(&self, stats: &mut StepStats) -> Result<Vec<bool>> {
         let n_means = stats.means.len();
         let flags: Vec<f64> = self
@@ -247,8 +360,22 @@ impl DataParallel {
                 .to_device(load.device());
             offset += n;
         }
-        let missing: Vec<*mut C_tensor> = self
-            .params
+        let mut anywhere = anywhere;
+        let mut all_params: Vec<&Tensor> = self.params.iter().collect();
+        if let Some(experts) = &self.experts {
+            let flags: Vec<f64> = experts
+                .params
+                .iter()
+                .map(|p| p.grad().defined() as u8 as f64)
+                .collect();
+            let flags = Tensor::from_slice(&flags);
+            if let Some(replicas) = &experts.replicas {
+                replicas.all_reduce(&flags, ReduceOp::Sum)?.wait()?;
+            }
+            anywhere.extend(Vec::<f64>::try_from(&flags)?.iter().map(|&n| n > 0.0));
+            all_params.extend(&experts.params);
+        }
+        let missing: Vec<*mut C_tensor> = all_params
             .iter()
             .zip(&anywhere)
             .filter(|(p, &any)| any && !p.grad().defined())
@@ -270,8 +397,33 @@ impl DataParallel {
     /// gradient norm before clipping.
     pub fn step(&self, optimizer: &mut AdamW, lr: f64, anywhere: &[bool]) -> Result<f64> {
         let Some(zero) = &self.zero else {
-            self.reduce_gradients(anywhere)?;
-            return Ok(optimizer.step(lr));
+            let (shared, own) = anywhere.split_at(self.params.len());
+            all_reduce_in_buckets(&self.group, &self.params, shared)?;
+            let Some(experts) = &self.experts else {
+                return Ok(optimizer.step(lr));
+            };
+            if let Some(replicas) = &experts.replicas {
+                all_reduce_in_buckets(replicas, &experts.params, own)?;
+            }
+            // Every rank has the shared gradients; each expert's lives on its holders only.
+            let grads = |ps: &[Tensor]| -> Vec<Tensor> {
+                ps.iter()
+                    .map(Tensor::grad)
+                    .filter(Tensor::defined)
+                    .collect()
+            };
+            let squares = Tensor::from_slice(&[AdamW::grad_norm(&grads(&experts.params)).powi(2)]);
+            experts
+                .group
+                .group()
+                .all_reduce(&squares, ReduceOp::Sum)?
+                .wait()?;
+            let norm = (AdamW::grad_norm(&grads(&self.params)).powi(2)
+                + squares.double_value(&[0]))
+            .sqrt();
+            optimizer.update(lr, &optimizer.grads(), norm);
+            optimizer.zero_grad();
+            return Ok(norm);
         };
         tch::no_grad(|| {
             let world = self.world_size() as i64;
@@ -321,45 +473,44 @@ impl DataParallel {
             Ok(norm)
         })
     }
+}
 
-    /// Sums the gradients of the parameters flagged in `anywhere` over ranks, in buckets.
-    fn reduce_gradients(&self, anywhere: &[bool]) -> Result<()> {
-        let grads: Vec<Tensor> = self
-            .params
-            .iter()
-            .zip(anywhere)
-            .filter(|(_, &any)| any)
-            .map(|(p, _)| p.grad())
-            .collect();
-        ensure!(
-            grads.iter().all(Tensor::defined),
-            "a flagged gradient is missing"
-        );
-        tch::no_grad(|| {
-            let mut in_flight = Vec::new();
-            for bucket in buckets(&grads, BUCKET_BYTES) {
-                let flat = match bucket {
-                    [g] if g.is_contiguous() => g.view([-1]),
-                    _ => Tensor::cat(&bucket.iter().map(|g| g.view([-1])).collect::<Vec<_>>(), 0),
-                };
-                let work = self.group.all_reduce(&flat, ReduceOp::Sum)?;
-                in_flight.push((bucket, flat, work));
-            }
-            for (bucket, flat, work) in in_flight {
-                work.wait()?;
-                if !matches!(bucket, [g] if g.is_contiguous()) {
-                    let mut offset = 0;
-                    for g in bucket {
-                        let n = g.numel() as i64;
-                        g.shallow_clone()
-                            .copy_(&flat.narrow(0, offset, n).view(g.size().as_slice()));
-                        offset += n;
-                    }
+/// Sums the gradients of the `params` flagged in `anywhere` over the ranks of `group`, in buckets.
+fn all_reduce_in_buckets(group: &ProcessGroup, params: &[Tensor], anywhere: &[bool]) -> Result<()> {
+    let grads: Vec<Tensor> = params
+        .iter()
+        .zip(anywhere)
+        .filter(|(_, &any)| any)
+        .map(|(p, _)| p.grad())
+        .collect();
+    ensure!(
+        grads.iter().all(Tensor::defined),
+        "a flagged gradient is missing"
+    );
+    tch::no_grad(|| {
+        let mut in_flight = Vec::new();
+        for bucket in buckets(&grads, BUCKET_BYTES) {
+            let flat = match bucket {
+                [g] if g.is_contiguous() => g.view([-1]),
+                _ => Tensor::cat(&bucket.iter().map(|g| g.view([-1])).collect::<Vec<_>>(), 0),
+            };
+            let work = group.all_reduce(&flat, ReduceOp::Sum)?;
+            in_flight.push((bucket, flat, work));
+        }
+        for (bucket, flat, work) in in_flight {
+            work.wait()?;
+            if !matches!(bucket, [g] if g.is_contiguous()) {
+                let mut offset = 0;
+                for g in bucket {
+                    let n = g.numel() as i64;
+                    g.shallow_clone()
+                        .copy_(&flat.narrow(0, offset, n).view(g.size().as_slice()));
+                    offset += n;
                 }
             }
-            Ok(())
-        })
-    }
+        }
+        Ok(())
+    })
 }
 
 /// Consecutive runs of `grads` holding at most `cap` bytes each (a larger tensor alone).

@@ -12,6 +12,7 @@ pub mod data;
 pub mod data_parallel;
 pub mod dist;
 pub mod eval;
+pub mod expert_parallel;
 pub mod fp8;
 pub mod generate;
 pub mod host_memory;

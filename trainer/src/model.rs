@@ -3,14 +3,17 @@
 //! objective: next-token CE + λ/D·Σ MTP CE + α·Σ sequence-wise balance losses; `decode` and
 //! `draft_logits` run new tokens against a `ModelCache` for generation.
 
+use std::sync::Arc;
+
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
 use crate::block::Block;
 use crate::config::ModelConfig;
 use crate::cross_entropy::{head_cross_entropy, IGNORE};
+use crate::expert_parallel::{ExpertGroup, ExpertShard};
 use crate::kv_cache::ModelCache;
 use crate::linear::Precision;
-use crate::moe::MoeStats;
+use crate::moe::{Moe, MoeStats};
 use crate::mtp::MtpModule;
 use crate::norm::RmsNorm;
 use crate::rope::Rope;
@@ -54,6 +57,17 @@ pub struct Losses {
 impl Model {
     /// Builds the model's variables under `root` with the public checkpoint names.
     pub fn new(root: &nn::Path, cfg: &ModelConfig, precision: &Precision) -> Self {
+        Self::with_experts(root, cfg, precision, ExpertShard::all(cfg.n_routed_experts))
+    }
+
+    /// The model with only the routed experts of `experts` in its MoE layers (one rank of an
+    /// expert-parallel job); every other variable as `new` makes it.
+    pub fn with_experts(
+        root: &nn::Path,
+        cfg: &ModelConfig,
+        precision: &Precision,
+        experts: ExpertShard,
+    ) -> Self {
         let init = nn::Init::Randn {
             mean: 0.0,
             stdev: cfg.init_std,
@@ -63,7 +77,7 @@ impl Model {
             (&model / "embed_tokens").var("weight", &[cfg.vocab_size, cfg.dim], init);
         let layers_path = &model / "layers";
         let layers = (0..cfg.n_layers)
-            .map(|i| Block::new(&layers_path / i, cfg, i, precision))
+            .map(|i| Block::new(&layers_path / i, cfg, i, precision, experts))
             .collect();
         let norm = RmsNorm::new(&model / "norm", cfg.dim, cfg.norm_eps);
         let lm_head = if cfg.tie_embeddings {
@@ -78,6 +92,7 @@ impl Model {
                     cfg,
                     cfg.n_layers + k,
                     precision,
+                    experts,
                 )
             })
             .collect();
@@ -226,17 +241,32 @@ impl Model {
         logits.cross_entropy_loss::<Tensor>(&target, None, Reduction::Sum, IGNORE, 0.0) / count
     }
 
-    /// The balancing biases of every MoE layer, in the order of `Losses::loads`.
-    pub fn gate_biases(&mut self) -> Vec<&mut Tensor> {
+    /// Every MoE layer, main layers then MTP blocks (the order of `Losses::loads`).
+    fn moe_layers(&mut self) -> Vec<&mut Moe> {
         use crate::block::Ffn;
         self.layers
             .iter_mut()
             .chain(self.mtp.iter_mut().map(|m| &mut m.block))
             .filter_map(|b| match &mut b.mlp {
-                Ffn::Moe(moe) => Some(&mut moe.gate.bias),
+                Ffn::Moe(moe) => Some(moe),
                 Ffn::Dense(_) => None,
             })
             .collect()
+    }
+
+    /// The balancing biases of every MoE layer, in the order of `Losses::loads`.
+    pub fn gate_biases(&mut self) -> Vec<&mut Tensor> {
+        self.moe_layers()
+            .into_iter()
+            .map(|moe| &mut moe.gate.bias)
+            .collect()
+    }
+
+    /// Makes every MoE layer exchange token copies with the rest of the EP group `group`.
+    pub fn set_expert_group(&mut self, group: &Arc<ExpertGroup>) {
+        for moe in self.moe_layers() {
+            moe.set_expert_group(group.clone());
+        }
     }
 }
 

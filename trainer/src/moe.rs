@@ -3,9 +3,12 @@
 //! by the un-biased affinities, and the per-expert bias is nudged after each step toward balanced
 //! load (auxiliary-loss-free balancing); a small sequence-wise balance loss complements it.
 
+use std::sync::Arc;
+
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::{ModelConfig, ScoreFunc};
+use crate::expert_parallel::{apply_experts, ExpertGroup, ExpertShard};
 use crate::linear::Precision;
 use crate::mlp::Mlp;
 
@@ -100,18 +103,35 @@ pub struct MoeStats {
 #[derive(Debug)]
 pub struct Moe {
     pub gate: Gate,
+    /// The routed experts this process holds (all of them unless experts are parallel).
     pub experts: Vec<Mlp>,
     pub shared_experts: Option<Mlp>,
     n_experts: i64,
     top_k: i64,
+    /// With expert parallelism: the EP group that holds the other experts.
+    parallel: Option<Arc<ExpertGroup>>,
 }
 
 impl Moe {
-    pub fn new(path: nn::Path, cfg: &ModelConfig, precision: &Precision) -> Self {
+    /// The layer with the routed experts of `shard`. Experts of other ranks are drawn too and
+    /// dropped, so every expert's initial weights are the same whatever the layout.
+    pub fn new(
+        path: nn::Path,
+        cfg: &ModelConfig,
+        precision: &Precision,
+        shard: ExpertShard,
+    ) -> Self {
         let (d, inter, std) = (cfg.dim, cfg.moe_inter_dim, cfg.init_std);
         let experts_path = &path / "experts";
+        let scratch = nn::VarStore::new(path.device());
         let experts = (0..cfg.n_routed_experts)
-            .map(|i| Mlp::new(&experts_path / i, d, inter, std, precision))
+            .filter_map(|i| match shard.holds(i) {
+                true => Some(Mlp::new(&experts_path / i, d, inter, std, precision)),
+                false => {
+                    Mlp::new(&scratch.root() / i, d, inter, std, precision);
+                    None
+                }
+            })
             .collect();
         let shared_experts = (cfg.n_shared_experts > 0).then(|| {
             Mlp::new(
@@ -128,7 +148,13 @@ impl Moe {
             shared_experts,
             n_experts: cfg.n_routed_experts,
             top_k: cfg.n_activated_experts,
+            parallel: None,
         }
+    }
+
+    /// From now on, exchanges token copies with the other experts' holders in `group`.
+    pub fn set_expert_group(&mut self, group: Arc<ExpertGroup>) {
+        self.parallel = Some(group);
     }
 
     /// `x` of shape `[batch, seq, dim]`. Token copies are sorted by expert so that each expert runs
@@ -142,23 +168,20 @@ impl Moe {
         let token_of = order.floor_divide_scalar(self.top_k);
         let load = expert_of.bincount::<Tensor>(None, self.n_experts);
         let counts = Vec::<i64>::try_from(&load).expect("expert counts");
-        // One split rather than a `narrow` per expert: the backward of a split is one `cat`,
-        // while each narrow's backward would write a zero tensor the size of all inputs.
-        let inputs = flat.index_select(0, &token_of).split_with_sizes(&counts, 0);
-        let outputs: Vec<Tensor> = self
-            .experts
-            .iter()
-            .zip(&inputs)
-            .zip(&counts)
-            .filter(|(_, &count)| count > 0)
-            .map(|((expert, x), _)| expert.forward(x))
-            .collect();
+        let sorted = flat.index_select(0, &token_of);
+        let outputs = match &self.parallel {
+            // A failed exchange (a dead or hung peer) ends the job with the collective's error.
+            Some(ep) => ep
+                .run(&sorted, &counts, &self.experts)
+                .unwrap_or_else(|e| panic!("expert-parallel exchange failed: {e:#}")),
+            None => apply_experts(&self.experts, &sorted, &counts).expect("top-k picks experts"),
+        };
         let weights = routing
             .weights
             .view([-1])
             .index_select(0, &order)
             .unsqueeze(-1);
-        let routed = Tensor::cat(&outputs, 0) * weights.to_kind(outputs[0].kind());
+        let routed = &outputs * weights.to_kind(outputs.kind());
         let y = flat
             .zeros_like()
             .to_kind(routed.kind())
@@ -290,7 +313,12 @@ mod tests {
         cfg.init_std = 0.1;
         tch::manual_seed(5);
         let vs = nn::VarStore::new(Device::Cpu);
-        let moe = Moe::new(vs.root() / "mlp", &cfg, &Precision::Fp32);
+        let moe = Moe::new(
+            vs.root() / "mlp",
+            &cfg,
+            &Precision::Fp32,
+            ExpertShard::all(cfg.n_routed_experts),
+        );
         let x = Tensor::randn([2, 9, cfg.dim], (Kind::Float, Device::Cpu));
         let (y, stats) = moe.forward(&x);
         let flat = x.view([18, cfg.dim]);
@@ -322,7 +350,12 @@ mod tests {
         cfg.n_expert_groups = 1;
         cfg.n_limited_groups = 1;
         let vs = nn::VarStore::new(Device::Cpu);
-        let moe = Moe::new(vs.root() / "mlp", &cfg, &Precision::Fp32);
+        let moe = Moe::new(
+            vs.root() / "mlp",
+            &cfg,
+            &Precision::Fp32,
+            ExpertShard::all(cfg.n_routed_experts),
+        );
         tch::no_grad(|| {
             let _ = moe.gate.weight.shallow_clone().zero_();
         });
@@ -352,7 +385,12 @@ mod tests {
         cfg.init_std = 0.1; // tokens must differ in their affinities for balance to be reachable
         tch::manual_seed(6);
         let vs = nn::VarStore::new(Device::Cpu);
-        let mut moe = Moe::new(vs.root() / "mlp", &cfg, &Precision::Fp32);
+        let mut moe = Moe::new(
+            vs.root() / "mlp",
+            &cfg,
+            &Precision::Fp32,
+            ExpertShard::all(cfg.n_routed_experts),
+        );
         tch::no_grad(|| {
             // Skew: experts 0 and 1 get a logit offset of ~3 along the mean direction of the inputs.
             let w = moe.gate.weight.shallow_clone();

@@ -8,6 +8,7 @@ use tch::{nn, Tensor};
 
 use crate::block::Block;
 use crate::config::ModelConfig;
+use crate::expert_parallel::ExpertShard;
 use crate::kv_cache::LayerCache;
 use crate::linear::{Linear, Precision};
 use crate::moe::MoeStats;
@@ -28,8 +29,15 @@ pub struct MtpModule {
 }
 
 impl MtpModule {
-    /// `path` is the module's layer, e.g. `model.layers.61`.
-    pub fn new(path: nn::Path, cfg: &ModelConfig, layer_index: i64, precision: &Precision) -> Self {
+    /// `path` is the module's layer, e.g. `model.layers.61`; its block holds the routed experts of
+    /// `experts`.
+    pub fn new(
+        path: nn::Path,
+        cfg: &ModelConfig,
+        layer_index: i64,
+        precision: &Precision,
+        experts: ExpertShard,
+    ) -> Self {
         let enorm = RmsNorm::new(&path / "enorm", cfg.dim, cfg.norm_eps);
         let hnorm = RmsNorm::new(&path / "hnorm", cfg.dim, cfg.norm_eps);
         let eh_proj = Linear::new(
@@ -40,7 +48,7 @@ impl MtpModule {
             precision,
         );
         let shared_head_norm = RmsNorm::new(&path / "shared_head" / "norm", cfg.dim, cfg.norm_eps);
-        let block = Block::new(path, cfg, layer_index, precision);
+        let block = Block::new(path, cfg, layer_index, precision, experts);
         Self {
             enorm,
             hnorm,

@@ -179,7 +179,8 @@ impl AdamW {
     }
 
     /// Global L2 norm of the gradients.
-    fn grad_norm(grads: &[Tensor]) -> f64 {
+    /// The L2 norm of all of `grads` together.
+    pub fn grad_norm(grads: &[Tensor]) -> f64 {
         if grads.is_empty() {
             return 0.0;
         }
@@ -189,10 +190,15 @@ impl AdamW {
         })
     }
 
+    /// The slots' gradients (`.grad` of each, undefined where there is none), in `names` order.
+    pub fn grads(&self) -> Vec<Tensor> {
+        self.params.values().map(|p| p.tensor.grad()).collect()
+    }
+
     /// One AdamW update at learning rate `lr` after scaling the gradients so that their global L2
     /// norm is at most `clip`; then releases the gradients. Returns the norm before clipping.
     pub fn step(&mut self, lr: f64) -> f64 {
-        let grads: Vec<Tensor> = self.params.values().map(|p| p.tensor.grad()).collect();
+        let grads = self.grads();
         let defined: Vec<Tensor> = grads
             .iter()
             .filter(|g| g.defined())

@@ -20,6 +20,7 @@ use crate::config::ModelConfig;
 use crate::data::{BatchSource, Synthetic};
 use crate::dist::{Backend, Placement, ProcessGroup};
 use crate::eval::{EvalConfig, ValidationSet};
+use crate::expert_parallel::ExpertLayout;
 use crate::info::model_info;
 use crate::linear::Precision;
 use crate::train::{resume_point, MetricsLog, NonFiniteLoss, StepMetrics, TrainConfig, Trainer};
@@ -261,12 +262,22 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         Some((_, state)) => (state.model.clone(), state.train.clone()),
         None => (opts.model.clone(), opts.train.clone()),
     };
+    let layout = match &opts.placement {
+        Some(p) => ExpertLayout::new(
+            train_cfg.distributed.expert_parallel,
+            p.rank,
+            p.world_size,
+            model_cfg.n_routed_experts,
+        )?,
+        None => ExpertLayout::single(),
+    };
     let mut trainer = Trainer::new(
         &model_cfg,
         train_cfg.clone(),
         opts.device,
         &opts.precision,
         opts.autocast,
+        layout,
     )?;
     let (mut source, tokenizer_hash) =
         open_data(opts, &model_cfg, &train_cfg, saved.as_ref().map(|(_, s)| s))?;

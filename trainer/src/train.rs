@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -17,6 +17,7 @@ use crate::data::BatchSource;
 use crate::data_parallel::{DataParallel, DistributedConfig, StepStats};
 use crate::dist::ProcessGroup;
 use crate::eval::{EvalReport, ValidationSet};
+use crate::expert_parallel::ExpertLayout;
 use crate::linear::Precision;
 use crate::model::{LossWeights, Model};
 use crate::moe::update_bias;
@@ -110,6 +111,14 @@ pub struct StepMetrics {
     /// `ProcessGroup::sent_bytes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comm_bytes: Option<u64>,
+    /// With expert parallelism: bytes this rank sent in its EP group (the all-to-alls of token
+    /// copies, forward and backward) during the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ep_bytes: Option<u64>,
+    /// With expert parallelism: max/mean of the token copies the ranks of an EP group received,
+    /// for the most imbalanced MoE layer of the step (1.0 = even).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ep_imbalance: Option<f64>,
     /// Held-out loss of the main model, on the steps where it was scored (`eval_every`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_loss: Option<f64>,
@@ -128,6 +137,8 @@ pub struct Trainer {
     pub step: u64,
     pub tokens: u64,
     autocast: bool,
+    /// This rank's place among the holders of the routed experts.
+    layout: ExpertLayout,
     /// The data-parallel group this rank trains in (None: a single process).
     parallel: Option<DataParallel>,
 }
@@ -149,14 +160,16 @@ impl std::fmt::Display for NonFiniteLoss {
 impl std::error::Error for NonFiniteLoss {}
 
 impl Trainer {
-    /// Initializes the model from `cfg.seed`. `autocast` runs forward passes under BF16 autocast
-    /// (GPU only; ignored on CPU).
+    /// Initializes the model from `cfg.seed`, holding the routed experts of this rank's place in
+    /// `layout` (`ExpertLayout::single()` alone). `autocast` runs forward passes under BF16
+    /// autocast (GPU only; ignored on CPU).
     pub fn new(
         model_cfg: &ModelConfig,
         cfg: TrainConfig,
         device: Device,
         precision: &Precision,
         autocast: bool,
+        layout: ExpertLayout,
     ) -> Result<Self> {
         model_cfg.validate()?;
         if cfg.seq_len > model_cfg.max_seq_len {
@@ -168,7 +181,8 @@ impl Trainer {
         }
         tch::manual_seed(cfg.seed as i64);
         let vs = nn::VarStore::new(device);
-        let model = Model::new(&vs.root(), model_cfg, precision);
+        let experts = layout.shard(model_cfg.n_routed_experts);
+        let model = Model::with_experts(&vs.root(), model_cfg, precision, experts);
         let mut named: Vec<(String, Tensor)> = vs
             .variables()
             .into_iter()
@@ -185,14 +199,31 @@ impl Trainer {
             step: 0,
             tokens: 0,
             autocast,
+            layout,
             parallel: None,
         })
     }
 
     /// Trains as one rank of `group` from now on, starting from rank 0's weights (call after
-    /// `restore`, which every rank does from the same checkpoint).
+    /// `restore`, which every rank does from the same checkpoint). `group` must be the world the
+    /// trainer's layout was made for.
     pub fn distribute(&mut self, group: ProcessGroup) -> Result<()> {
-        let dp = DataParallel::new(group, &self.vs, &self.cfg.distributed)?;
+        ensure!(
+            (group.rank, group.world_size) == (self.layout.rank, self.layout.world),
+            "the trainer was built for rank {} of {}",
+            self.layout.rank,
+            self.layout.world
+        );
+        let dp = DataParallel::new(
+            group,
+            &self.vs,
+            &self.cfg.distributed,
+            self.layout,
+            self.model_cfg.n_routed_experts,
+        )?;
+        if let Some(ep) = dp.expert_group() {
+            self.model.set_expert_group(ep);
+        }
         if let Some(sharded) = dp.shard_optimizer(&self.optimizer, &self.cfg.optim)? {
             self.optimizer = sharded;
         }
@@ -248,7 +279,8 @@ impl Trainer {
     /// One optimizer step over as many micro-batches as the batch ramp asks for.
     pub fn train_step(&mut self, source: &mut dyn BatchSource) -> Result<StepMetrics> {
         let started = Instant::now();
-        let sent_before = self.parallel.as_ref().map(|dp| dp.group.sent_bytes());
+        let sent_before = self.parallel.as_ref().map(DataParallel::sent_bytes);
+        let ep_before = self.ep_sent_bytes();
         let progress = self.progress();
         let world = self.world_size();
         // Micro-batches per rank: the global batch is spread over every rank's micro-batches.
@@ -350,10 +382,33 @@ impl Trainer {
             mfu: None,
             comm_bytes: sent_before
                 .zip(self.parallel.as_ref())
-                .map(|(before, dp)| dp.group.sent_bytes() - before),
+                .map(|(before, dp)| dp.sent_bytes() - before),
+            ep_bytes: ep_before.zip(self.ep_sent_bytes()).map(|(a, b)| b - a),
+            ep_imbalance: (self.layout.ep > 1).then(|| self.received_imbalance(&loads)),
             val_loss: None,
             val_mtp_loss: Vec::new(),
         })
+    }
+
+    /// Bytes sent in this rank's EP group so far (the all-to-alls), with expert parallelism.
+    fn ep_sent_bytes(&self) -> Option<u64> {
+        let dp = self.parallel.as_ref()?;
+        Some(dp.expert_group()?.group().sent_bytes())
+    }
+
+    /// max/mean over the ranks of an EP group of the token copies each received in a step,
+    /// from the step's expert loads summed over all ranks: the worst MoE layer's.
+    fn received_imbalance(&self, loads: &[Tensor]) -> f64 {
+        loads
+            .iter()
+            .map(|load| {
+                let per_rank = load
+                    .to_kind(Kind::Double)
+                    .view([self.layout.ep as i64, -1])
+                    .sum_dim_intlist(1, false, Kind::Double);
+                (per_rank.max() / per_rank.mean(Kind::Double).clamp_min(1e-9)).double_value(&[])
+            })
+            .fold(1.0, f64::max)
     }
 
     /// Scores the model on held-out windows, under the same autocast as training. Every rank
@@ -375,21 +430,23 @@ impl Trainer {
         }
     }
 
-    /// Writes a checkpoint (rank 0 does; with ZeRO-1 every rank must call this, as the moments
-    /// are gathered from all).
+    /// Writes a checkpoint of the whole model (rank 0 does; every rank must call this: with
+    /// ZeRO-1 the moments, with expert parallelism the experts are gathered from all).
     pub fn save(&self, dir: &Path, state: &TrainerState) -> Result<()> {
-        let moments = match &self.parallel {
+        let weights = checkpoint::named_weights(&self.vs, &self.model_cfg);
+        let (weights, moments) = match &self.parallel {
             Some(dp) => {
                 let kind = match self.cfg.optim.moments {
                     Moments::Fp32 => Kind::Float,
                     Moments::Bf16 => Kind::BFloat16,
                 };
-                dp.moments(&self.optimizer, kind)?
+                let moments = dp.moments(&self.optimizer, kind)?;
+                (dp.whole_experts(weights)?, dp.whole_experts(moments)?)
             }
-            None => self.optimizer.state_tensors(),
+            None => (weights, self.optimizer.state_tensors()),
         };
         if self.is_leader() {
-            checkpoint::save(dir, &self.vs, &moments, state)?;
+            checkpoint::save(dir, &weights, &moments, state)?;
         }
         Ok(())
     }
@@ -492,7 +549,15 @@ mod tests {
     }
 
     fn trainer(model: &ModelConfig, cfg: &TrainConfig) -> Trainer {
-        Trainer::new(model, cfg.clone(), Device::Cpu, &Precision::Fp32, false).unwrap()
+        Trainer::new(
+            model,
+            cfg.clone(),
+            Device::Cpu,
+            &Precision::Fp32,
+            false,
+            ExpertLayout::single(),
+        )
+        .unwrap()
     }
 
     #[test]

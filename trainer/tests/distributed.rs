@@ -39,9 +39,9 @@ fn write_shards(dir: &Path) {
     w.finish().unwrap();
 }
 
-/// A recipe with a global batch of 8 sequences of 32 tokens, as `micro_batch` per rank, and
-/// ZeRO stage `zero`.
-fn write_config(path: &Path, micro_batch: u64, zero: u8) {
+/// A recipe with a global batch of 8 sequences of 32 tokens, as `micro_batch` per rank, ZeRO
+/// stage `zero` and expert-parallel groups of `ep` ranks.
+fn write_config(path: &Path, micro_batch: u64, zero: u8, ep: usize) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/train.toml");
     let mut cfg = TrainConfig::from_file(&repo).unwrap();
     cfg.seq_len = 32;
@@ -57,6 +57,7 @@ fn write_config(path: &Path, micro_batch: u64, zero: u8) {
     };
     cfg.checkpoint_every = 2;
     cfg.distributed.zero = zero;
+    cfg.distributed.expert_parallel = ep;
     std::fs::write(path, toml::to_string(&cfg).unwrap()).unwrap();
 }
 
@@ -71,14 +72,16 @@ impl Setup {
         let root = dir.path().to_path_buf();
         write_shards(&root.join("shards"));
         for b in [4, 8] {
-            write_config(&root.join(format!("b{b}.toml")), b, 0);
+            write_config(&root.join(format!("b{b}.toml")), b, 0, 1);
         }
-        write_config(&root.join("b4-zero1.toml"), 4, 1);
+        write_config(&root.join("b4-zero1.toml"), 4, 1, 1);
+        write_config(&root.join("b4-ep2.toml"), 4, 0, 2);
+        write_config(&root.join("b2-ep2.toml"), 2, 0, 2);
         Self { _dir: dir, root }
     }
 
     /// `whale-train train` flags for run directory `run` with config `config` (`b4`, `b8`,
-    /// `b4-zero1`), then `extra`.
+    /// `b4-zero1`, `b4-ep2`, `b2-ep2`), then `extra`.
     fn args(&self, run: &str, config: &str, extra: &[&str]) -> Vec<String> {
         let path = |p: &str| self.root.join(p).to_str().unwrap().to_string();
         let mut args: Vec<String> = [
@@ -131,15 +134,16 @@ fn close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol * a.abs().max(b.abs()).max(1e-3)
 }
 
-/// 2 ranks × micro-batch 4 with the train config `config` (run in two parts, resumed at step 2)
-/// against 1 rank × 8, then the 2-rank checkpoint of step 2 resumed on 1 rank: same losses,
-/// gradient norms, expert loads and weights, within fp32 reduction order.
-fn two_ranks_match_one_rank_with_twice_the_micro_batch(config: &str) {
+/// `nproc` ranks with the train config `config` (a global batch of 8 sequences; run in two parts,
+/// resumed at step 2) against 1 rank × 8, then the multi-rank checkpoint of step 2 resumed on 1
+/// rank: same losses, gradient norms, expert loads and weights, within fp32 reduction order.
+/// Returns the multi-rank run's metrics.
+fn ranks_match_one_rank(config: &str, nproc: &str) -> Vec<serde_json::Value> {
     let s = Setup::new();
     let one = s.train("one", "b8", &["--steps", "4"]);
     assert_eq!(one["steps"], 4);
-    s.train("two", config, &["--steps", "2", "--nproc", "2"]);
-    let two = s.train("two", config, &["--steps", "4", "--resume", "--nproc", "2"]);
+    s.train("two", config, &["--steps", "2", "--nproc", nproc]);
+    let two = s.train("two", config, &["--steps", "4", "--resume", "--nproc", nproc]);
     assert_eq!(two["resumed_from_step"], 2);
     assert_eq!(two["tokens"], one["tokens"], "the global batch is the same");
 
@@ -192,18 +196,39 @@ fn two_ranks_match_one_rank_with_twice_the_micro_batch(config: &str) {
         let (x, y) = (a["loss"].as_f64().unwrap(), b["loss"].as_f64().unwrap());
         assert!(close(x, y, 1e-4), "step {}: {x} vs {y}", a["step"]);
     }
+    m2
 }
 
 #[test]
 fn two_ranks_match_one_rank() {
-    two_ranks_match_one_rank_with_twice_the_micro_batch("b4");
+    let metrics = ranks_match_one_rank("b4", "2");
+    assert!(metrics.iter().all(|m| m.get("ep_bytes").is_none()));
+}
+
+/// The experts' all-to-all shows in every step's metrics.
+fn assert_expert_exchange(metrics: &[serde_json::Value]) {
+    for m in metrics {
+        assert!(m["ep_bytes"].as_u64().unwrap() > 0, "{m}");
+        let imbalance = m["ep_imbalance"].as_f64().unwrap();
+        assert!((1.0..=2.0).contains(&imbalance), "{m}");
+    }
+}
+
+#[test]
+fn experts_split_over_two_ranks_match_one_rank() {
+    assert_expert_exchange(&ranks_match_one_rank("b4-ep2", "2"));
+}
+
+#[test]
+fn two_expert_parallel_groups_of_two_match_one_rank() {
+    assert_expert_exchange(&ranks_match_one_rank("b2-ep2", "4"));
 }
 
 /// ZeRO-1: the same numbers with the moments sharded, and its checkpoint (moments gathered)
 /// resumes on one rank.
 #[test]
 fn two_ranks_with_zero1_match_one_rank() {
-    two_ranks_match_one_rank_with_twice_the_micro_batch("b4-zero1");
+    ranks_match_one_rank("b4-zero1", "2");
 }
 
 /// Pids of the direct children of `parent` (Linux /proc), with their RANK variable.

@@ -10,6 +10,7 @@ use std::path::Path;
 use tch::Device;
 use trainer::config::ModelConfig;
 use trainer::data::Synthetic;
+use trainer::expert_parallel::ExpertLayout;
 use trainer::fp8::Recipe;
 use trainer::linear::Precision;
 use trainer::schedule::BatchRamp;
@@ -32,7 +33,15 @@ fn losses(precision: &Precision) -> Vec<f64> {
         ramp: 0.0,
     };
     cfg.total_tokens = (STEPS * 8 * 32) as u64;
-    let mut trainer = Trainer::new(&model, cfg.clone(), Device::Cpu, precision, false).unwrap();
+    let mut trainer = Trainer::new(
+        &model,
+        cfg.clone(),
+        Device::Cpu,
+        precision,
+        false,
+        ExpertLayout::single(),
+    )
+    .unwrap();
     let mut data = Synthetic {
         vocab_size: model.vocab_size as u32,
         window: (cfg.seq_len + 1 + model.mtp_depth) as usize,

@@ -289,7 +289,9 @@ impl ProcessGroup {
         let rank = members
             .iter()
             .position(|&r| r == self.rank)
-            .with_context(|| format!("rank {} is not in sub-group {name} {members:?}", self.rank))?;
+            .with_context(|| {
+                format!("rank {} is not in sub-group {name} {members:?}", self.rank)
+            })?;
         let prefix = CString::new(format!("{name}/"))?;
         let store = create(
             &format!("rank {}: store of sub-group {name}", self.rank),
@@ -325,8 +327,7 @@ impl ProcessGroup {
     ) -> Result<Work> {
         if let Some(t) = full {
             let bytes = (t.numel() * t.kind().elt_size_in_bytes()) as f64 * share;
-            self.sent
-                .fetch_add(bytes.round() as u64, Ordering::Relaxed);
+            self.sent.fetch_add(bytes.round() as u64, Ordering::Relaxed);
         }
         let handle = create(what, whale_dist_work_free, |out, err, len| {
             call(self.pg.ptr, out, err, len)
