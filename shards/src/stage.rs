@@ -74,7 +74,8 @@ const VAL_HASH_SEED: u64 = 0x7661_6c5f_7370_6c74;
 
 /// True when `text` belongs to the held-out fraction `fraction`.
 pub fn is_held_out(text: &str, fraction: f64) -> bool {
-    fraction > 0.0 && (xxh3_64_with_seed(text.as_bytes(), VAL_HASH_SEED) as f64) < fraction * 2f64.powi(64)
+    fraction > 0.0
+        && (xxh3_64_with_seed(text.as_bytes(), VAL_HASH_SEED) as f64) < fraction * 2f64.powi(64)
 }
 
 /// The manifests a run leaves: the training shards' and, with `val_fraction` > 0, the held-out
@@ -156,7 +157,10 @@ pub fn run(
         m.save(&c.output.join("manifest.json"))?;
         Ok(m)
     });
-    let val = val_cfg.as_ref().map(|_| manifests.next().expect("val")).transpose()?;
+    let val = val_cfg
+        .as_ref()
+        .map(|_| manifests.next().expect("val"))
+        .transpose()?;
     let train = manifests.next().expect("train")?;
     Ok(Manifests { train, val })
 }
@@ -217,7 +221,13 @@ struct Sink<'a> {
 }
 
 impl<'a> Sink<'a> {
-    fn new(i: usize, input: &Path, cfg: &'a StageConfig, header: &Header, skipped: u64) -> Result<Self> {
+    fn new(
+        i: usize,
+        input: &Path,
+        cfg: &'a StageConfig,
+        header: &Header,
+        skipped: u64,
+    ) -> Result<Self> {
         remove_shards_of(&cfg.output, i)?;
         Ok(Sink {
             input: i,
@@ -302,9 +312,7 @@ fn shard_input(
         shuffle(&mut docs, xxh3_64_with_seed(name.as_bytes(), cfg.seed));
     }
     let mut train = Sink::new(i, input, cfg, header, skipped)?;
-    let mut held_out = val
-        .map(|v| Sink::new(i, input, v, header, 0))
-        .transpose()?;
+    let mut held_out = val.map(|v| Sink::new(i, input, v, header, 0)).transpose()?;
     for batch in docs.chunks(ENCODE_BATCH) {
         let encoded: Vec<Vec<u32>> = batch
             .par_iter()
@@ -477,11 +485,20 @@ mod tests {
         let val = m.val.as_ref().expect("a held-out manifest");
         assert!(m.train.complete && val.complete);
         assert_eq!(m.train.docs + val.docs, 600, "every document on one side");
-        assert!((30..=90).contains(&val.docs), "{} of 600 held out", val.docs);
-        assert_eq!(m.train.skipped, 2, "skips counted once, on the training side");
+        assert!(
+            (30..=90).contains(&val.docs),
+            "{} of 600 held out",
+            val.docs
+        );
+        assert_eq!(
+            m.train.skipped, 2,
+            "skips counted once, on the training side"
+        );
         let (train_docs, val_docs) = (all_docs(dir.path()), all_docs(&dir.path().join(VAL_DIR)));
         assert!(val_docs.iter().all(|d| !train_docs.contains(d)));
-        assert!(val_docs.iter().all(|d| d[0] == BOS && d[d.len() - 1] == EOS));
+        assert!(val_docs
+            .iter()
+            .all(|d| d[0] == BOS && d[d.len() - 1] == EOS));
 
         // Another seed and a task split pick the same held-out documents.
         let (other, _) = split(9, 2);

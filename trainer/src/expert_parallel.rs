@@ -65,11 +65,11 @@ impl ExpertLayout {
     pub fn new(ep: usize, rank: usize, world: usize, n_experts: i64) -> Result<Self> {
         let ep = if world == 1 { 1 } else { ep.max(1) };
         ensure!(
-            world % ep == 0,
+            world.is_multiple_of(ep),
             "[distributed] expert_parallel = {ep} must divide the number of ranks ({world})"
         );
         ensure!(
-            ep == 1 || (n_experts > 0 && n_experts % ep as i64 == 0),
+            ep == 1 || (n_experts > 0 && (n_experts as u64).is_multiple_of(ep as u64)),
             "[distributed] expert_parallel = {ep} must divide the model's {n_experts} routed experts"
         );
         Ok(Self { ep, rank, world })
@@ -345,6 +345,47 @@ mod tests {
         );
         let alone = ExpertLayout::new(2, 0, 1, 8).unwrap();
         assert_eq!(alone.shard(8), ExpertShard::all(8), "one process holds all");
+    }
+
+    /// DeepSeek-V2's device-limited routing is group-limited routing with one expert group per EP
+    /// rank: `n_expert_groups = E` and `n_limited_groups = M` send each token to at most M ranks.
+    #[test]
+    fn group_limited_routing_aligned_with_ranks_bounds_the_ranks_per_token() {
+        let mut cfg = crate::testing::tiny_config();
+        (cfg.n_routed_experts, cfg.n_activated_experts) = (16, 6);
+        (cfg.n_expert_groups, cfg.n_limited_groups) = (4, 2);
+        tch::manual_seed(3);
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let gate = crate::moe::Gate::new(vs.root() / "gate", &cfg);
+        let x = Tensor::randn([512, cfg.dim], (Kind::Float, tch::Device::Cpu));
+        let picks = Vec::<Vec<i64>>::try_from(&gate.forward(&x).indices).unwrap();
+        let layouts: Vec<ExpertShard> = (0..4)
+            .map(|r| ExpertLayout::new(4, r, 4, 16).unwrap().shard(16))
+            .collect();
+        let mut most = 0;
+        for experts in &picks {
+            let ranks = layouts
+                .iter()
+                .filter(|shard| experts.iter().any(|&e| shard.holds(e)))
+                .count();
+            most = most.max(ranks);
+        }
+        assert_eq!(most, 2, "top-6 of 16 experts on 4 ranks reaches at most 2 ranks");
+        // Without the limit, tokens spread over more ranks: the bound above is the routing's.
+        cfg.n_limited_groups = 4;
+        let free = crate::moe::Gate::new(vs.root() / "free", &cfg);
+        let picks = Vec::<Vec<i64>>::try_from(&free.forward(&x).indices).unwrap();
+        let spread = picks
+            .iter()
+            .map(|experts| {
+                layouts
+                    .iter()
+                    .filter(|shard| experts.iter().any(|&e| shard.holds(e)))
+                    .count()
+            })
+            .max()
+            .unwrap();
+        assert!(spread > 2, "unlimited routing reached at most {spread} ranks");
     }
 
     #[test]
