@@ -17,7 +17,8 @@
 //! that hold the same experts, and the gradient norm adds each expert once.
 //!
 //! With ZeRO-1 (`[distributed] zero = 1`, as DeepSeek-V2 trained) the optimizer state is sharded
-//! instead: the parameters, flattened in name order and padded to a multiple of the world size,
+//! instead (that of routed experts is already divided by expert parallelism and stays whole on
+//! their holders): the shared parameters, flattened in name order and padded to a multiple of the world size,
 //! are cut into one contiguous shard per rank. Step 2 becomes a reduce-scatter (each rank receives
 //! the summed gradient of its shard), each rank updates its shard with its share of the moments,
 //! and an all-gather hands every rank the whole updated model. Checkpoints gather the moments
@@ -101,8 +102,9 @@ struct Experts {
     group: Arc<ExpertGroup>,
     /// The ranks that hold the same experts (None: only this one).
     replicas: Option<ProcessGroup>,
-    /// This rank's expert parameters, in name order.
+    /// This rank's trainable expert parameters and their names, in name order.
     params: Vec<Tensor>,
+    names: Vec<String>,
 }
 
 /// This rank's part of the ZeRO-1 layout.
@@ -160,19 +162,16 @@ impl DataParallel {
                 cfg.zero
             );
         }
-        if cfg.zero == 1 && layout.ep > 1 {
-            bail!(
-                "[distributed] zero = 1 with expert_parallel = {} is not supported yet: set zero = 0 \
-                 (expert parallelism already divides the experts' optimizer state) or \
-                 expert_parallel = 1",
-                layout.ep
-            );
-        }
         let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let (expert_vars, named): (Vec<_>, Vec<_>) = named
             .into_iter()
             .partition(|(name, _)| layout.ep > 1 && split_expert_name(name).is_some());
+        let trainable: Vec<(String, Tensor)> = expert_vars
+            .iter()
+            .filter(|(_, t)| t.requires_grad())
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect();
         let experts = if layout.ep > 1 {
             let ep_group = group.subgroup(
                 &format!("ep{}", layout.rank / layout.ep),
@@ -189,11 +188,8 @@ impl DataParallel {
             Some(Experts {
                 group: Arc::new(ExpertGroup::new(ep_group, layout.shard(n_experts))),
                 replicas,
-                params: expert_vars
-                    .iter()
-                    .filter(|(_, t)| t.requires_grad())
-                    .map(|(_, t)| t.shallow_clone())
-                    .collect(),
+                names: trainable.iter().map(|(n, _)| n.clone()).collect(),
+                params: trainable.into_iter().map(|(_, t)| t).collect(),
             })
         } else {
             None
@@ -264,7 +260,7 @@ impl DataParallel {
         let Some(zero) = &self.zero else {
             return Ok(None);
         };
-        let slots = tch::no_grad(|| {
+        let mut slots: Vec<Slot> = tch::no_grad(|| {
             zero.pieces
                 .iter()
                 .map(|&(i, start, _, len)| Slot {
@@ -275,6 +271,21 @@ impl DataParallel {
                 })
                 .collect()
         });
+        // This rank's experts are its alone already: their state stays whole.
+        if let Some(experts) = &self.experts {
+            slots.extend(
+                experts
+                    .names
+                    .iter()
+                    .zip(&experts.params)
+                    .map(|(name, p)| Slot {
+                        name: name.clone(),
+                        tensor: p.shallow_clone(),
+                        decay: p.dim() >= 2,
+                        offset: None,
+                    }),
+            );
+        }
         let mut sharded = AdamW::with_slots(slots, cfg.clone());
         let moments: BTreeMap<String, Tensor> = full.state_tensors().into_iter().collect();
         sharded.load_state_tensors(&moments, full.steps)?;
@@ -311,7 +322,40 @@ impl DataParallel {
             }
             debug_assert_eq!(offset, total);
         }
+        if let Some(experts) = &self.experts {
+            for name in &experts.names {
+                for suffix in ["exp_avg", "exp_avg_sq"] {
+                    let key = format!("{name}.{suffix}");
+                    out.push((key.clone(), mine[&key].to_kind(kind)));
+                }
+            }
+        }
         Ok(out)
+    }
+
+    /// With expert parallelism: sums the expert gradients flagged in `anywhere` over the ranks
+    /// holding the same experts, and returns the sum of their squares over the EP group (each
+    /// expert counted once, for the global norm). 0 without experts.
+    fn reduce_expert_gradients(&self, anywhere: &[bool]) -> Result<f64> {
+        let Some(experts) = &self.experts else {
+            return Ok(0.0);
+        };
+        if let Some(replicas) = &experts.replicas {
+            all_reduce_in_buckets(replicas, &experts.params, anywhere)?;
+        }
+        let defined: Vec<Tensor> = experts
+            .params
+            .iter()
+            .map(Tensor::grad)
+            .filter(Tensor::defined)
+            .collect();
+        let squares = Tensor::from_slice(&[AdamW::grad_norm(&defined).powi(2)]);
+        experts
+            .group
+            .group()
+            .all_reduce(&squares, ReduceOp::Sum)?
+            .wait()?;
+        Ok(squares.double_value(&[0]))
     }
 
     pub fn world_size(&self) -> u64 {
@@ -396,42 +440,32 @@ impl DataParallel {
     /// parameters flagged in `anywhere` (see `reduce_stats`) are updated. Returns the global
     /// gradient norm before clipping.
     pub fn step(&self, optimizer: &mut AdamW, lr: f64, anywhere: &[bool]) -> Result<f64> {
+        let (shared, own) = anywhere.split_at(self.params.len());
         let Some(zero) = &self.zero else {
-            let (shared, own) = anywhere.split_at(self.params.len());
             all_reduce_in_buckets(&self.group, &self.params, shared)?;
-            let Some(experts) = &self.experts else {
+            if self.experts.is_none() {
                 return Ok(optimizer.step(lr));
-            };
-            if let Some(replicas) = &experts.replicas {
-                all_reduce_in_buckets(replicas, &experts.params, own)?;
             }
-            // Every rank has the shared gradients; each expert's lives on its holders only.
-            let grads = |ps: &[Tensor]| -> Vec<Tensor> {
-                ps.iter()
-                    .map(Tensor::grad)
-                    .filter(Tensor::defined)
-                    .collect()
-            };
-            let squares = Tensor::from_slice(&[AdamW::grad_norm(&grads(&experts.params)).powi(2)]);
-            experts
-                .group
-                .group()
-                .all_reduce(&squares, ReduceOp::Sum)?
-                .wait()?;
-            let norm = (AdamW::grad_norm(&grads(&self.params)).powi(2)
-                + squares.double_value(&[0]))
-            .sqrt();
+            let expert_squares = self.reduce_expert_gradients(own)?;
+            let defined: Vec<Tensor> = self
+                .params
+                .iter()
+                .map(Tensor::grad)
+                .filter(Tensor::defined)
+                .collect();
+            let norm = (AdamW::grad_norm(&defined).powi(2) + expert_squares).sqrt();
             optimizer.update(lr, &optimizer.grads(), norm);
             optimizer.zero_grad();
             return Ok(norm);
         };
+        let expert_squares = self.reduce_expert_gradients(own)?;
         tch::no_grad(|| {
             let world = self.world_size() as i64;
             let total: i64 = self.params.iter().map(|p| p.numel() as i64).sum();
             let grads: Vec<Tensor> = self
                 .params
                 .iter()
-                .zip(anywhere)
+                .zip(shared)
                 .map(|(p, &any)| match any {
                     true => p.grad().view([-1]),
                     false => p.zeros_like().view([-1]),
@@ -442,23 +476,33 @@ impl DataParallel {
             self.group.reduce_scatter(&shard, &flat)?.wait()?;
             drop(flat);
             release_grads(&self.params);
-            let grads: Vec<Tensor> = zero
+            // The optimizer's slots: this rank's pieces of the shared parameters, then its experts.
+            let mut grads: BTreeMap<&str, Tensor> = zero
                 .pieces
                 .iter()
-                .map(|&(i, _, at, len)| match anywhere[i] {
-                    true => shard.narrow(0, at, len),
-                    false => Tensor::new(),
-                })
+                .filter(|&&(i, ..)| shared[i])
+                .map(|&(i, _, at, len)| (self.names[i].as_str(), shard.narrow(0, at, len)))
                 .collect();
             let squares: f64 = grads
-                .iter()
-                .filter(|g| g.defined())
+                .values()
                 .map(|g| g.norm().double_value(&[]).powi(2))
                 .sum();
             let squares = Tensor::from_slice(&[squares]);
             self.group.all_reduce(&squares, ReduceOp::Sum)?.wait()?;
-            let norm = squares.double_value(&[0]).sqrt();
+            let norm = (squares.double_value(&[0]) + expert_squares).sqrt();
+            if let Some(experts) = &self.experts {
+                for (name, p) in experts.names.iter().zip(&experts.params) {
+                    grads.insert(name, p.grad());
+                }
+            }
+            let grads: Vec<Tensor> = optimizer
+                .names()
+                .map(|n| grads.remove(n).unwrap_or_else(Tensor::new))
+                .collect();
             optimizer.update(lr, &grads, norm);
+            if let Some(experts) = &self.experts {
+                release_grads(&experts.params);
+            }
             let views: Vec<Tensor> = self.params.iter().map(|p| p.view([-1])).collect();
             let flat = padded(views, total, zero.shard * world);
             let mine = flat.narrow(0, self.group.rank as i64 * zero.shard, zero.shard);

@@ -370,7 +370,10 @@ mod tests {
                 .count();
             most = most.max(ranks);
         }
-        assert_eq!(most, 2, "top-6 of 16 experts on 4 ranks reaches at most 2 ranks");
+        assert_eq!(
+            most, 2,
+            "top-6 of 16 experts on 4 ranks reaches at most 2 ranks"
+        );
         // Without the limit, tokens spread over more ranks: the bound above is the routing's.
         cfg.n_limited_groups = 4;
         let free = crate::moe::Gate::new(vs.root() / "free", &cfg);
@@ -385,7 +388,10 @@ mod tests {
             })
             .max()
             .unwrap();
-        assert!(spread > 2, "unlimited routing reached at most {spread} ranks");
+        assert!(
+            spread > 2,
+            "unlimited routing reached at most {spread} ranks"
+        );
     }
 
     #[test]

@@ -77,11 +77,12 @@ impl Setup {
         write_config(&root.join("b4-zero1.toml"), 4, 1, 1);
         write_config(&root.join("b4-ep2.toml"), 4, 0, 2);
         write_config(&root.join("b2-ep2.toml"), 2, 0, 2);
+        write_config(&root.join("b2-ep2-zero1.toml"), 2, 1, 2);
         Self { _dir: dir, root }
     }
 
     /// `whale-train train` flags for run directory `run` with config `config` (`b4`, `b8`,
-    /// `b4-zero1`, `b4-ep2`, `b2-ep2`), then `extra`.
+    /// `b4-zero1`, `b4-ep2`, `b2-ep2`, `b2-ep2-zero1`), then `extra`.
     fn args(&self, run: &str, config: &str, extra: &[&str]) -> Vec<String> {
         let path = |p: &str| self.root.join(p).to_str().unwrap().to_string();
         let mut args: Vec<String> = [
@@ -143,7 +144,11 @@ fn ranks_match_one_rank(config: &str, nproc: &str) -> Vec<serde_json::Value> {
     let one = s.train("one", "b8", &["--steps", "4"]);
     assert_eq!(one["steps"], 4);
     s.train("two", config, &["--steps", "2", "--nproc", nproc]);
-    let two = s.train("two", config, &["--steps", "4", "--resume", "--nproc", nproc]);
+    let two = s.train(
+        "two",
+        config,
+        &["--steps", "4", "--resume", "--nproc", nproc],
+    );
     assert_eq!(two["resumed_from_step"], 2);
     assert_eq!(two["tokens"], one["tokens"], "the global batch is the same");
 
@@ -222,6 +227,11 @@ fn experts_split_over_two_ranks_match_one_rank() {
 #[test]
 fn two_expert_parallel_groups_of_two_match_one_rank() {
     assert_expert_exchange(&ranks_match_one_rank("b2-ep2", "4"));
+}
+
+#[test]
+fn expert_parallel_groups_with_zero1_match_one_rank() {
+    assert_expert_exchange(&ranks_match_one_rank("b2-ep2-zero1", "4"));
 }
 
 /// ZeRO-1: the same numbers with the moments sharded, and its checkpoint (moments gathered)
