@@ -497,7 +497,7 @@ impl DataParallel {
             }
             let grads: Vec<Tensor> = optimizer
                 .names()
-                .map(|n| grads.remove(n).unwrap_or_else(Tensor::new))
+                .map(|n| grads.remove(n).unwrap_or_default())
                 .collect();
             optimizer.update(lr, &grads, norm);
             if let Some(experts) = &self.experts {
