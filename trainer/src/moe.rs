@@ -6,6 +6,7 @@
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::{ModelConfig, ScoreFunc};
+use crate::experts::{self, Dispatch, ExpertsPath};
 use crate::linear::Precision;
 use crate::mlp::Mlp;
 
@@ -102,6 +103,8 @@ pub struct Moe {
     pub gate: Gate,
     pub experts: Vec<Mlp>,
     pub shared_experts: Option<Mlp>,
+    /// How the routed experts run (`Auto` unless `Model::set_experts_path` chose).
+    pub experts_path: ExpertsPath,
     n_experts: i64,
     top_k: i64,
 }
@@ -126,43 +129,23 @@ impl Moe {
             gate: Gate::new(&path / "gate", cfg),
             experts,
             shared_experts,
+            experts_path: ExpertsPath::Auto,
             n_experts: cfg.n_routed_experts,
             top_k: cfg.n_activated_experts,
         }
     }
 
     /// `x` of shape `[batch, seq, dim]`. Token copies are sorted by expert so that each expert runs
-    /// one GEMM chain on a contiguous slice, then weighted and scattered back with `index_add`.
+    /// on a contiguous slice (see `experts`), then weighted and scattered back with `index_add`.
     pub fn forward(&self, x: &Tensor) -> (Tensor, MoeStats) {
         let (b, s, d) = x.size3().expect("moe input must be [batch, seq, dim]");
         let flat = x.view([b * s, d]);
         let routing = self.gate.forward(&flat);
-        let expert_of = routing.indices.view([-1]);
-        let (_, order) = expert_of.sort_stable(true, 0, false);
-        let token_of = order.floor_divide_scalar(self.top_k);
-        let load = expert_of.bincount::<Tensor>(None, self.n_experts);
-        let counts = Vec::<i64>::try_from(&load).expect("expert counts");
-        // One split rather than a `narrow` per expert: the backward of a split is one `cat`,
-        // while each narrow's backward would write a zero tensor the size of all inputs.
-        let inputs = flat.index_select(0, &token_of).split_with_sizes(&counts, 0);
-        let outputs: Vec<Tensor> = self
-            .experts
-            .iter()
-            .zip(&inputs)
-            .zip(&counts)
-            .filter(|(_, &count)| count > 0)
-            .map(|((expert, x), _)| expert.forward(x))
-            .collect();
-        let weights = routing
-            .weights
-            .view([-1])
-            .index_select(0, &order)
-            .unsqueeze(-1);
-        let routed = Tensor::cat(&outputs, 0) * weights.to_kind(outputs[0].kind());
-        let y = flat
-            .zeros_like()
-            .to_kind(routed.kind())
-            .index_add(0, &token_of, &routed);
+        let dispatch = Dispatch::new(&routing.indices, self.n_experts);
+        let path = self.experts_path.resolve(x.device(), &self.experts[0].gate_proj.precision);
+        let routed = experts::forward(path, &self.experts, &dispatch.gather(&flat), &dispatch);
+        let y = dispatch.combine(&routed, &routing.weights, b * s);
+        let load = dispatch.load;
         let y = match &self.shared_experts {
             Some(shared) => y + shared.forward(&flat),
             None => y,
