@@ -11,8 +11,11 @@
 // exports, all compiled against the gloo bundled in the wheel. Without those headers (build.rs
 // finds none) the file still builds and creating a Gloo group fails with an error saying so.
 //
-// NCCL (CUDA tensors) is not compiled in yet: `ProcessGroupNCCL.hpp` needs the CUDA toolkit's
-// headers, which this build does not look for; creating an NCCL group says so.
+// NCCL (CUDA tensors): `ProcessGroupNCCL.hpp` needs the CUDA runtime's and NCCL's headers, which
+// the torch wheel's `nvidia-cu13` / `nvidia-nccl-cu13` packages install beside it; build.rs defines
+// USE_C10D_NCCL when it finds them. They are the versions libtorch_cuda.so was built against, so the
+// `Options` this file allocates has the layout the exported constructor expects. Without them,
+// creating an NCCL group fails with an error saying so.
 #include "cpp_error.h"
 
 #include <ATen/core/Tensor.h>
@@ -20,6 +23,9 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #ifdef USE_C10D_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+#ifdef USE_C10D_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
 #include <chrono>
@@ -124,15 +130,28 @@ int whale_dist_gloo_new(void* store, int rank, int world_size, const char* bind_
   });
 }
 
-// NCCL is not compiled in: always an error naming what is missing.
-int whale_dist_nccl_new(void*, int, int, const char*, int64_t, void**, char* err,
-                        int64_t err_len) {
-  write_err(
-      "the NCCL process group (CUDA tensors) is not compiled into this whale-train yet: it needs "
-      "the CUDA toolkit headers and a shim for c10d::ProcessGroupNCCL; train with --device cpu "
-      "(Gloo) meanwhile",
-      err, err_len);
-  return 1;
+// The NCCL process group of `world_size` ranks meeting through `store` (CUDA tensors; each rank
+// drives the GPU its tensors are on). NCCL finds its own interfaces, so `bind_host` is unused;
+// collectives give up after `timeout_ms`, as with Gloo.
+int whale_dist_nccl_new(void* store, int rank, int world_size, const char* bind_host,
+                        int64_t timeout_ms, void** out, char* err, int64_t err_len) {
+  return guarded(err, err_len, [&] {
+    (void)bind_host;
+#ifdef USE_C10D_NCCL
+    using Nccl = c10d::ProcessGroupNCCL;
+    auto opts = Nccl::Options::create();
+    opts->timeout = std::chrono::milliseconds(timeout_ms);
+    Store s = c10::intrusive_ptr<c10d::Store>::reclaim_copy(static_cast<c10d::Store*>(store));
+    Backend pg = c10::make_intrusive<Nccl>(s, rank, world_size, opts);
+    *out = release(std::move(pg));
+#else
+    (void)store, (void)rank, (void)world_size, (void)timeout_ms, (void)out;
+    throw std::runtime_error(
+        "this whale-train was built without the CUDA/NCCL headers (site-packages/nvidia/cu13 and "
+        "nvidia/nccl beside libtorch), so it has no NCCL process group: run scripts/setup and "
+        "rebuild, or train with --device cpu (Gloo)");
+#endif
+  });
 }
 
 void whale_dist_pg_free(void* pg) { c10::intrusive_ptr<c10d::Backend>::reclaim(backend(pg)); }

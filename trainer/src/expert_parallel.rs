@@ -26,6 +26,7 @@ use tch::{Kind, Tensor};
 
 use crate::custom_grad::{self, CustomGrad};
 use crate::dist::ProcessGroup;
+use crate::experts::{self, ExpertsPath};
 use crate::mlp::Mlp;
 
 /// Which routed experts a process holds: `first .. first + count`.
@@ -160,8 +161,15 @@ impl ExpertGroup {
 
     /// Runs the routed experts of one layer over the EP group: `sorted` holds this rank's token
     /// copies `[copies, dim]` sorted by expert, `counts[e]` of them for (global) expert `e`;
-    /// `experts` are this rank's. Returns the experts' outputs for `sorted`, in its order.
-    pub fn run(&self, sorted: &Tensor, counts: &[i64], experts: &[Mlp]) -> Result<Tensor> {
+    /// `experts` are this rank's and run along `path`. Returns the experts' outputs for `sorted`,
+    /// in its order.
+    pub fn run(
+        &self,
+        path: ExpertsPath,
+        sorted: &Tensor,
+        counts: &[i64],
+        experts: &[Mlp],
+    ) -> Result<Tensor> {
         let (ep, per) = (self.group.world_size, self.shard.count);
         ensure!(
             counts.len() as i64 == ep as i64 * per && experts.len() as i64 == per,
@@ -210,9 +218,10 @@ impl ExpertGroup {
         let sizes: Vec<i64> = (0..per)
             .map(|k| (0..ep).map(|src| of(src, k)).sum())
             .collect();
-        let computed = apply_experts(experts, &grouped, &sizes)
-            .map(|y| y.to_kind(sorted.kind()))
-            .unwrap_or(grouped);
+        let sizes = Tensor::from_slice(&sizes).to_device(sorted.device());
+        // In the dispatch dtype, which every rank shares (the combine's buffers are allocated
+        // from it).
+        let computed = experts::forward(path, experts, &grouped, &sizes).to_kind(sorted.kind());
         let arrival = computed.index_select(0, &order.argsort(0, false));
         self.exchange(&arrival, &recv, &send)
     }
@@ -250,22 +259,6 @@ impl CustomGrad for Exchange {
             .context("expert-parallel backward all-to-all")?;
         Ok(vec![Some(back)])
     }
-}
-
-/// Runs `experts[i]` on the next `sizes[i]` rows of `x` (rows sorted by expert) and concatenates
-/// the outputs; None when no expert has rows.
-pub fn apply_experts(experts: &[Mlp], x: &Tensor, sizes: &[i64]) -> Option<Tensor> {
-    // One split rather than a `narrow` per expert: the backward of a split is one `cat`, while
-    // each narrow's backward would write a zero tensor the size of all inputs.
-    let inputs = x.split_with_sizes(sizes, 0);
-    let outputs: Vec<Tensor> = experts
-        .iter()
-        .zip(&inputs)
-        .zip(sizes)
-        .filter(|(_, &count)| count > 0)
-        .map(|((expert, x), _)| expert.forward(x))
-        .collect();
-    (!outputs.is_empty()).then(|| Tensor::cat(&outputs, 0))
 }
 
 /// For a checkpoint: this rank's expert tensors `local` (names with this rank's expert numbers)

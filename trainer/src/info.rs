@@ -34,7 +34,13 @@ pub struct ModelInfo {
     pub seq_len: i64,
     /// Forward FLOPs per token of the main model: 2·activated matmul params + attention scores.
     pub forward_flops_per_token: f64,
-    /// Training FLOPs per token: 3× the forward of the main model and the MTP modules.
+    /// Training FLOPs per token, the MFU numerator, in torchtitan's convention for DeepSeek-V3
+    /// (`get_moe_model_nparams_and_flops`): 6 FLOPs (forward 2, backward 4) per activated
+    /// non-embedding parameter — routed experts counted k of E, the router and the output head
+    /// included — plus 6·H·(d_qk + d_v)·T per layer for the attention scores and the weighted sum
+    /// over the full window T (causal masking not discounted, recomputation not counted). The MTP
+    /// modules are counted the same way (a block, `eh_proj`, norms and the shared head), which
+    /// torchtitan, having no MTP, leaves out.
     pub train_flops_per_token: f64,
 }
 
@@ -215,6 +221,27 @@ mod tests {
             i.activated_params
         );
         assert_eq!(i.mtp_params, 0);
+    }
+
+    /// The MFU numerator of `tiny` at T = 64, counted by hand from configs/model/tiny.toml.
+    #[test]
+    fn tiny_training_flops_match_a_hand_count() {
+        let (d, v, h, t) = (64u64, 8192u64, 4u64, 64u64);
+        // MLA: wq_a 64·32 + q_norm 32 + wq_b 32·4·24; wkv_a 64·40 + kv_norm 32 + wkv_b 32·4·32;
+        // wo 4·16·64; plus the block's two norms.
+        let attention = (2048 + 32 + 3072) + (2560 + 32 + 4096) + 4096 + 2 * d;
+        let dense = attention + 3 * 64 * 192;
+        // Router 8·64, and k = 2 routed + 1 shared experts of 3·64·32 each.
+        let moe = attention + 8 * 64 + 3 * (3 * 64 * 32);
+        let main = dense + moe + d + v * d; // + final norm + output head (embedding excluded)
+                                            // MTP: enorm, hnorm, eh_proj 2d·d, shared_head.norm, an MoE block, the shared head.
+        let mtp = (2 * d + 2 * d * d + d) + moe + v * d;
+        // 3 attention layers (2 main + 1 MTP), each 2 matmuls of H·(24 + 16) over T positions.
+        let attention_flops = 3 * 2 * h * (24 + 16) * t;
+        let hand = 3 * (2 * (main + mtp) + attention_flops);
+        assert_eq!(hand, 7_264_128);
+        let counted = model_info(&tiny_config(), t as i64).train_flops_per_token;
+        assert_eq!(counted, hand as f64);
     }
 
     #[test]

@@ -2,17 +2,21 @@
 //! top to bottom like DeepSeek-V3 `inference/model.py`, and the pretraining machinery around it
 //! (schedules, AdamW, checkpoints in the public tensor names, the training loop) apart from it.
 
+pub mod autocast;
 pub mod block;
 pub mod checkpoint;
 pub mod config;
 mod cpp;
 pub mod cross_entropy;
+pub mod cuda_info;
 pub mod custom_grad;
 pub mod data;
 pub mod data_parallel;
+pub mod device_check;
 pub mod dist;
 pub mod eval;
 pub mod expert_parallel;
+pub mod experts;
 pub mod fp8;
 pub mod generate;
 pub mod host_memory;

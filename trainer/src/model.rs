@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
-use crate::block::Block;
+use crate::block::{Block, Ffn};
 use crate::config::ModelConfig;
 use crate::cross_entropy::{head_cross_entropy, IGNORE};
 use crate::expert_parallel::{ExpertGroup, ExpertShard};
+use crate::experts::ExpertsPath;
 use crate::kv_cache::ModelCache;
 use crate::linear::Precision;
 use crate::moe::{Moe, MoeStats};
@@ -27,6 +28,9 @@ pub struct Model {
     /// Output head `[vocab, dim]`; the embedding itself when `tie_embeddings`.
     pub lm_head: Tensor,
     pub mtp: Vec<MtpModule>,
+    /// Compute the loss head through autograd even on CPU, where the fused head + CE kernel runs
+    /// otherwise: the path every other device takes, checked on CPU against the fused one.
+    pub autograd_head: bool,
     rope: Rope,
 }
 
@@ -103,6 +107,7 @@ impl Model {
             norm,
             lm_head,
             mtp,
+            autograd_head: false,
             rope: Rope::new(cfg, root.device()),
         }
     }
@@ -225,10 +230,11 @@ impl Model {
 
     /// Mean CE of the output head on normalized hidden states `[b, s, d]` over the targets that
     /// are not masked (0 when all are). On CPU through the fused head + CE node (see
-    /// `cross_entropy`); elsewhere through autograd, so the head GEMM follows GPU autocast.
+    /// `cross_entropy`) unless `autograd_head`; elsewhere through autograd, so the head GEMM
+    /// follows autocast.
     fn cross_entropy(&self, hidden: &Tensor, target: &Tensor) -> Tensor {
         let target = target.view([-1]);
-        if hidden.device() == Device::Cpu {
+        if hidden.device() == Device::Cpu && !self.autograd_head {
             let hidden = hidden.view([-1, self.cfg.dim]);
             return head_cross_entropy(&hidden, &self.lm_head, &target)
                 .unwrap_or_else(|e| panic!("{e:#}"));
@@ -241,9 +247,8 @@ impl Model {
         logits.cross_entropy_loss::<Tensor>(&target, None, Reduction::Sum, IGNORE, 0.0) / count
     }
 
-    /// Every MoE layer, main layers then MTP blocks (the order of `Losses::loads`).
-    fn moe_layers(&mut self) -> Vec<&mut Moe> {
-        use crate::block::Ffn;
+    /// Every MoE layer: main layers, then MTP blocks.
+    fn moe_layers(&mut self) -> impl Iterator<Item = &mut Moe> {
         self.layers
             .iter_mut()
             .chain(self.mtp.iter_mut().map(|m| &mut m.block))
@@ -251,15 +256,18 @@ impl Model {
                 Ffn::Moe(moe) => Some(moe),
                 Ffn::Dense(_) => None,
             })
-            .collect()
     }
 
     /// The balancing biases of every MoE layer, in the order of `Losses::loads`.
     pub fn gate_biases(&mut self) -> Vec<&mut Tensor> {
-        self.moe_layers()
-            .into_iter()
-            .map(|moe| &mut moe.gate.bias)
-            .collect()
+        self.moe_layers().map(|moe| &mut moe.gate.bias).collect()
+    }
+
+    /// Runs the routed experts of every MoE layer along `path`.
+    pub fn set_experts_path(&mut self, path: ExpertsPath) {
+        for moe in self.moe_layers() {
+            moe.experts_path = path;
+        }
     }
 
     /// Makes every MoE layer exchange token copies with the rest of the EP group `group`.
@@ -274,6 +282,7 @@ impl Model {
 mod tests {
     use super::*;
     use crate::kv_cache::Layout;
+    use crate::optim::release_grads;
     use crate::testing::tiny_config;
 
     fn build(cfg: &ModelConfig) -> (nn::VarStore, Model) {
@@ -309,6 +318,47 @@ mod tests {
             + 0.3 * l.mtp[0].double_value(&[])
             + 1e-4 * l.balance.double_value(&[]);
         assert!((l.total.double_value(&[]) - expected).abs() < 1e-4);
+    }
+
+    /// The loss head every device but the CPU runs (autograd, following autocast) against the
+    /// CPU's fused kernel: equal losses and gradients in FP32; under CPU BF16 autocast (what CUDA
+    /// runs) close to them but not equal, so the autocast really took effect.
+    #[test]
+    fn autograd_head_matches_the_fused_head() {
+        let mut cfg = tiny_config();
+        cfg.vocab_size = 512;
+        let (vs, mut model) = build(&cfg);
+        let tokens = Tensor::randint(cfg.vocab_size, [2, 18], (Kind::Int64, Device::Cpu));
+        let doc_start = Tensor::zeros([2, 18], (Kind::Bool, Device::Cpu));
+        let _ = doc_start.get(1).get(7).fill_(1); // masks the targets across that boundary
+        let w = LossWeights {
+            mtp_lambda: 0.3,
+            balance_alpha: 1e-4,
+        };
+        let mut run = |autograd_head: bool, autocast: bool| {
+            model.autograd_head = autograd_head;
+            release_grads(&vs.trainable_variables());
+            let l = crate::autocast::bf16(Device::Cpu, autocast, || {
+                model.losses(&tokens, &doc_start, w)
+            });
+            l.total.backward();
+            let grads = [model.lm_head.grad(), model.embed_tokens.grad()].map(|g| g.copy());
+            (l.total.double_value(&[]), grads)
+        };
+        let (fused, fused_grads) = run(false, false);
+        let rel =
+            |a: &Tensor, b: &Tensor| ((a - b).norm() / b.norm().clamp_min(1e-12)).double_value(&[]);
+        let (autograd, autograd_grads) = run(true, false);
+        assert!((fused - autograd).abs() < 1e-5, "{fused} vs {autograd}");
+        for (a, b) in autograd_grads.iter().zip(&fused_grads) {
+            assert!(rel(a, b) < 1e-4, "gradient differs by {}", rel(a, b));
+        }
+        let (bf16, bf16_grads) = run(true, true);
+        let drift = (bf16 - fused).abs() / fused;
+        assert!(drift > 0.0 && drift < 1e-2, "bf16 loss {bf16} vs {fused}");
+        for (a, b) in bf16_grads.iter().zip(&fused_grads) {
+            assert!(rel(a, b) < 5e-2, "bf16 gradient differs by {}", rel(a, b));
+        }
     }
 
     /// Prefill, single-token steps and a multi-token step (as speculative verification does)

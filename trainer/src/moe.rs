@@ -8,7 +8,8 @@ use std::sync::Arc;
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::{ModelConfig, ScoreFunc};
-use crate::expert_parallel::{apply_experts, ExpertGroup, ExpertShard};
+use crate::expert_parallel::{ExpertGroup, ExpertShard};
+use crate::experts::{self, Dispatch, ExpertsPath};
 use crate::linear::Precision;
 use crate::mlp::Mlp;
 
@@ -106,6 +107,8 @@ pub struct Moe {
     /// The routed experts this process holds (all of them unless experts are parallel).
     pub experts: Vec<Mlp>,
     pub shared_experts: Option<Mlp>,
+    /// How the routed experts run (`Auto` unless `Model::set_experts_path` chose).
+    pub experts_path: ExpertsPath,
     n_experts: i64,
     top_k: i64,
     /// With expert parallelism: the EP group that holds the other experts.
@@ -146,6 +149,7 @@ impl Moe {
             gate: Gate::new(&path / "gate", cfg),
             experts,
             shared_experts,
+            experts_path: ExpertsPath::Auto,
             n_experts: cfg.n_routed_experts,
             top_k: cfg.n_activated_experts,
             parallel: None,
@@ -158,34 +162,25 @@ impl Moe {
     }
 
     /// `x` of shape `[batch, seq, dim]`. Token copies are sorted by expert so that each expert runs
-    /// one GEMM chain on a contiguous slice, then weighted and scattered back with `index_add`.
+    /// on a contiguous slice (see `experts`), then weighted and scattered back with `index_add`.
     pub fn forward(&self, x: &Tensor) -> (Tensor, MoeStats) {
         let (b, s, d) = x.size3().expect("moe input must be [batch, seq, dim]");
         let flat = x.view([b * s, d]);
         let routing = self.gate.forward(&flat);
-        let expert_of = routing.indices.view([-1]);
-        let (_, order) = expert_of.sort_stable(true, 0, false);
-        let token_of = order.floor_divide_scalar(self.top_k);
-        let load = expert_of.bincount::<Tensor>(None, self.n_experts);
-        let counts = Vec::<i64>::try_from(&load).expect("expert counts");
-        let sorted = flat.index_select(0, &token_of);
-        let outputs = match &self.parallel {
+        let dispatch = Dispatch::new(&routing.indices, self.n_experts);
+        let path = self
+            .experts_path
+            .resolve(x.device(), &self.experts[0].gate_proj.precision);
+        let sorted = dispatch.gather(&flat);
+        let routed = match &self.parallel {
             // A failed exchange (a dead or hung peer) ends the job with the collective's error.
             Some(ep) => ep
-                .run(&sorted, &counts, &self.experts)
+                .run(path, &sorted, &dispatch.counts(), &self.experts)
                 .unwrap_or_else(|e| panic!("expert-parallel exchange failed: {e:#}")),
-            None => apply_experts(&self.experts, &sorted, &counts).expect("top-k picks experts"),
+            None => experts::forward(path, &self.experts, &sorted, &dispatch.load),
         };
-        let weights = routing
-            .weights
-            .view([-1])
-            .index_select(0, &order)
-            .unsqueeze(-1);
-        let routed = &outputs * weights.to_kind(outputs.kind());
-        let y = flat
-            .zeros_like()
-            .to_kind(routed.kind())
-            .index_add(0, &token_of, &routed);
+        let y = dispatch.combine(&routed, &routing.weights, b * s);
+        let load = dispatch.load;
         let y = match &self.shared_experts {
             Some(shared) => y + shared.forward(&flat),
             None => y,

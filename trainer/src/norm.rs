@@ -20,6 +20,8 @@ impl RmsNorm {
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let dim = *x.size().last().expect("rms_norm of a scalar");
-        x.rms_norm([dim], Some(&self.weight), self.eps)
+        // Under autocast `x` can be BF16: the weight follows it so that the fused kernel runs
+        // (it accumulates in FP32 either way) instead of the slow mixed-dtype fallback.
+        x.rms_norm([dim], Some(&self.weight.to_kind(x.kind())), self.eps)
     }
 }

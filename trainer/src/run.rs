@@ -17,10 +17,12 @@ use tch::Device;
 
 use crate::checkpoint::{self, TrainerState};
 use crate::config::ModelConfig;
+use crate::cuda_info::{memory_peak, MemoryPeak};
 use crate::data::{BatchSource, Synthetic};
 use crate::dist::{Backend, Placement, ProcessGroup};
 use crate::eval::{EvalConfig, ValidationSet};
 use crate::expert_parallel::ExpertLayout;
+use crate::experts::ExpertsPath;
 use crate::info::model_info;
 use crate::linear::Precision;
 use crate::train::{resume_point, MetricsLog, NonFiniteLoss, StepMetrics, TrainConfig, Trainer};
@@ -43,8 +45,10 @@ pub struct RunOptions {
     pub data: DataSpec,
     pub device: Device,
     pub precision: Precision,
-    /// Run forward passes under BF16 autocast (GPU).
+    /// Run forward passes under BF16 autocast.
     pub autocast: bool,
+    /// How the routed experts run (grouped GEMMs or a loop; `Auto` picks by device).
+    pub experts: ExpertsPath,
     /// Stop after this many optimizer steps in total (counting those before a resume).
     pub max_steps: Option<u64>,
     /// Continue from the newest checkpoint of `run_dir`, with its saved configs.
@@ -78,6 +82,13 @@ pub struct RunSummary {
     /// Held-out loss after the last step, when there are held-out shards.
     pub val_loss: Option<f64>,
     pub tokens_per_second: f64,
+    /// The median over steps of their tokens/s: the steady speed, without the first steps'
+    /// warm-up (kernel selection, allocator growth) or checkpoint writes.
+    pub median_step_tokens_per_second: f64,
+    /// Model FLOPs utilization at the median step speed, when the peak is known.
+    pub mfu: Option<f64>,
+    /// The most GPU memory the run held (CUDA only).
+    pub gpu_memory: Option<MemoryPeak>,
     pub seconds: f64,
     pub checkpoint: PathBuf,
     pub run_dir: PathBuf,
@@ -279,6 +290,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         opts.autocast,
         layout,
     )?;
+    trainer.model.set_experts_path(opts.experts);
     let (mut source, tokenizer_hash) =
         open_data(opts, &model_cfg, &train_cfg, saved.as_ref().map(|(_, s)| s))?;
     let validation = open_validation(opts, &model_cfg, &train_cfg, tokenizer_hash)?;
@@ -317,6 +329,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     let started = Instant::now();
     let start_tokens = trainer.tokens;
     let (mut first, mut last): (Option<StepMetrics>, Option<StepMetrics>) = (None, None);
+    let mut step_speeds = Vec::new();
     // Every rank takes part (ZeRO-1 gathers the moments); rank 0 writes. Ranks decide when from
     // the step alone, so they always agree.
     let mut saved_step = resumed_from_step;
@@ -362,6 +375,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
             checkpoint_now(&trainer, source.as_ref())?;
             saved_step = Some(m.step);
         }
+        step_speeds.push(m.tokens_per_second);
         first.get_or_insert_with(|| m.clone());
         last = Some(m);
     }
@@ -372,6 +386,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         checkpoint_now(&trainer, source.as_ref())?
     };
     let seconds = started.elapsed().as_secs_f64();
+    let median_speed = median(&mut step_speeds);
     let summary = RunSummary {
         steps: trainer.step,
         tokens: trainer.tokens,
@@ -381,6 +396,15 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         final_main_loss: last.as_ref().map(|m| m.main_loss),
         val_loss: last.as_ref().and_then(|m| m.val_loss),
         tokens_per_second: (trainer.tokens - start_tokens) as f64 / seconds.max(1e-9),
+        median_step_tokens_per_second: median_speed,
+        mfu: opts
+            .peak_flops
+            .map(|peak| flops_per_token * median_speed / peak),
+        gpu_memory: opts
+            .device
+            .is_cuda()
+            .then(|| memory_peak(opts.device))
+            .transpose()?,
         seconds,
         checkpoint,
         run_dir: opts.run_dir.clone(),
@@ -389,6 +413,16 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         write_manifest(opts, &trainer, tokenizer_hash, Some(&summary))?;
     }
     Ok(summary)
+}
+
+/// The middle value of `values` (the mean of the two middle ones for an even count; 0 for none).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 /// The device of one rank: its local rank's GPU on CUDA (one process per GPU), else `device`.
@@ -406,7 +440,11 @@ pub fn pick_device(name: &str) -> Result<Device> {
         "cpu" => Ok(Device::Cpu),
         "cuda" => {
             if !tch::Cuda::is_available() {
-                bail!("--device cuda: no CUDA device is visible to libtorch");
+                bail!(
+                    "--device cuda: libtorch sees no CUDA device (no NVIDIA GPU or driver here, or \
+                     CUDA_VISIBLE_DEVICES hides it; `nvidia-smi` should list one): train with \
+                     --device cpu, or --device auto to use a GPU only when there is one"
+                );
             }
             Ok(Device::Cuda(0))
         }
@@ -475,6 +513,7 @@ mod tests {
             device: Device::Cpu,
             precision: Precision::Fp32,
             autocast: false,
+            experts: ExpertsPath::Auto,
             max_steps: Some(steps),
             resume: true,
             peak_flops: None,

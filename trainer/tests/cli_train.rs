@@ -83,3 +83,32 @@ fn model_info_reports_deepseek_v3_sizes() {
             .unwrap();
     assert!(text.contains("KV cache/token"), "{text}");
 }
+
+/// `--device cuda` where libtorch sees no GPU stops before any work and says what to do instead;
+/// on a machine with a GPU the same command trains its one step.
+#[test]
+fn device_cuda_without_a_gpu_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let out = common::run(&[
+        "train",
+        "--synthetic",
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--device",
+        "cuda",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if tch::Cuda::is_available() {
+        assert!(out.status.success(), "{err}");
+        return;
+    }
+    assert!(!out.status.success());
+    assert!(
+        err.contains("libtorch sees no CUDA device") && err.contains("--device cpu"),
+        "{err}"
+    );
+    assert!(!run_dir.exists(), "nothing was started");
+}

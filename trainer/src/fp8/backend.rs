@@ -129,7 +129,7 @@ impl Backend {
         }
         match self {
             // FP32 accumulation even when the caller runs under BF16 autocast.
-            Backend::Emulated => Ok(tch::autocast(false, || {
+            Backend::Emulated => Ok(crate::autocast::bf16(a.data.device(), false, || {
                 a.dequantize().matmul(&b.dequantize().tr())
             })),
             Backend::Native => native_gemm(a, b),

@@ -2,6 +2,7 @@
 //! `model` run this binary (found beside `whale`), so the data stages never load libtorch and a
 //! data-only install needs no torch wheel. It can also be run directly: `whale-train train …`.
 
+mod check;
 mod checkpoint_arg;
 mod eval;
 mod generate;
@@ -33,6 +34,9 @@ enum Command {
     Generate(Box<generate::Args>),
     /// Inspect a model config: parameters, KV cache, FLOPs (`whale model info CONFIG`).
     Model(model::Args),
+    /// Check the device kernels against their reference paths on this machine's CPU or GPU
+    /// (native FP8 GEMM, grouped-GEMM experts, the NCCL/Gloo process group); JSON on stdout.
+    Check(check::Args),
 }
 
 fn main() {
@@ -42,6 +46,7 @@ fn main() {
         Command::Eval(args) => eval::run(*args),
         Command::Generate(args) => generate::run(*args),
         Command::Model(args) => model::run(args),
+        Command::Check(args) => check::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

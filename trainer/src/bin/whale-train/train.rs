@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use trainer::config::ModelConfig;
 use trainer::dist::Placement;
+use trainer::experts::ExpertsPath;
 use trainer::linear::Precision;
 use trainer::run::{pick_device, rank_device, run as run_training, DataSpec, RunOptions};
 use trainer::train::TrainConfig;
@@ -56,8 +57,9 @@ pub struct Args {
     /// auto (CUDA when libtorch sees a GPU), cpu or cuda.
     #[arg(long, default_value = "auto")]
     device: String,
-    /// GEMM precision of the Linear layers: auto (bf16 with autocast on CUDA, fp32 on CPU), fp32,
-    /// bf16, or fp8 (DeepSeek-V3's E4M3 recipe; the rest of the model as with auto).
+    /// GEMM precision of the Linear layers: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 (BF16
+    /// autocast, on CPU too), or fp8 (DeepSeek-V3's E4M3 recipe; the rest of the model as with
+    /// auto).
     #[arg(long, default_value = "auto")]
     precision: String,
     /// FP8 GEMM backend with --precision fp8: auto (native _scaled_mm where the GPU supports
@@ -75,8 +77,15 @@ pub struct Args {
     /// CPU threads for libtorch (default: libtorch's choice).
     #[arg(long)]
     threads: Option<i32>,
-    /// Peak FLOP/s of the accelerator in TFLOP/s, for the MFU estimate (default on CUDA: 989,
-    /// the H100 dense BF16 peak).
+    /// How the MoE's routed experts run: auto (grouped on CUDA unless --precision fp8, else
+    /// loop), grouped (all experts as three BF16 `_grouped_mm` GEMMs over stacked weights), or
+    /// loop (one SwiGLU per expert; any precision).
+    #[arg(long, default_value = "auto")]
+    experts: String,
+    /// Peak FLOP/s of the accelerator in TFLOP/s, for the MFU (model FLOPs utilization: the
+    /// training FLOPs per token of `whale model info`, torchtitan's count, times tokens/s, over
+    /// this peak). Default on CUDA: the dense BF16 peak of the GPU by its name (H100 SXM and H200:
+    /// 989); an unknown GPU gets no MFU without this flag.
     #[arg(long)]
     peak_tflops: Option<f64>,
     /// Print the final summary as JSON.
@@ -131,9 +140,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let leader = placement.as_ref().is_none_or(|p| p.rank == 0);
     let device = rank_device(pick_device(&args.device)?, placement.as_ref());
     let (precision, autocast) = match (args.precision.as_str(), device.is_cuda()) {
-        ("auto", true) | ("bf16", true) => (Precision::Bf16, true),
+        ("auto", true) | ("bf16", _) => (Precision::Bf16, true),
         ("auto", false) | ("fp32", _) => (Precision::Fp32, false),
-        ("bf16", false) => (Precision::Bf16, false),
         ("fp8", cuda) => {
             let selection = trainer::fp8::select(args.fp8_backend.parse()?, device)?;
             if leader {
@@ -156,7 +164,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(path) => Some(tokenizer::Tokenizer::from_file(path)?.hash()),
         None => None,
     };
-    let peak = args.peak_tflops.or(device.is_cuda().then_some(989.0));
+    let experts: ExpertsPath = args.experts.parse()?;
+    if experts == ExpertsPath::Grouped && matches!(precision, Precision::Fp8(_)) {
+        bail!("--experts grouped runs the experts in BF16 and cannot be combined with --precision fp8: use --experts loop (or auto)");
+    }
+    let peak = match args.peak_tflops {
+        Some(tflops) => Some(tflops),
+        None if device.is_cuda() => {
+            let name = trainer::cuda_info::device_name(device)?;
+            let peak = trainer::cuda_info::peak_bf16_tflops(&name);
+            if leader {
+                match peak {
+                    Some(p) => eprintln!(
+                        "mfu: {name}, dense BF16 peak {p} TFLOP/s (--peak-tflops overrides)"
+                    ),
+                    None => eprintln!(
+                        "mfu: no known peak for {name}: pass --peak-tflops for an MFU figure"
+                    ),
+                }
+            }
+            peak
+        }
+        None => None,
+    };
     let opts = RunOptions {
         run_dir: args.out.context("--out is required")?,
         model: ModelConfig::from_file(&args.model)?,
@@ -165,6 +195,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         device,
         precision,
         autocast,
+        experts,
         max_steps: args.steps,
         resume: args.resume,
         peak_flops: peak.map(|t| t * 1e12),
@@ -201,14 +232,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .val_loss
             .map(|v| format!(", held-out {v:.4}"))
             .unwrap_or_default();
+        let mfu = s
+            .mfu
+            .map(|u| format!(", MFU {:.1}%", 100.0 * u))
+            .unwrap_or_default();
+        let memory = s
+            .gpu_memory
+            .map(|m| {
+                format!(
+                    ", peak GPU memory {:.2} GiB",
+                    m.allocated_bytes as f64 / (1u64 << 30) as f64
+                )
+            })
+            .unwrap_or_default();
         println!(
-            "train: {} steps{resumed}, {} tokens, loss {} → {} (main {}{val}), {:.0} tokens/s, checkpoint {}",
+            "train: {} steps{resumed}, {} tokens, loss {} → {} (main {}{val}), {:.0} tokens/s \
+             (median step {:.0}{mfu}){memory}, checkpoint {}",
             s.steps,
             s.tokens,
             fmt(s.first_loss),
             fmt(s.final_loss),
             fmt(s.final_main_loss),
             s.tokens_per_second,
+            s.median_step_tokens_per_second,
             s.checkpoint.display()
         );
     }

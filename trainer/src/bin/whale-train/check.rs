@@ -1,0 +1,75 @@
+//! `whale-train check`: the device kernels against their reference paths on this machine's device
+//! (scripts/gpu-check runs them on a GPU), each printed as one JSON object.
+
+use std::path::PathBuf;
+
+use trainer::config::ModelConfig;
+use trainer::device_check;
+use trainer::run::pick_device;
+use trainer::train::TrainConfig;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+    /// auto (CUDA when libtorch sees a GPU), cpu or cuda.
+    #[arg(long, default_value = "auto", global = true)]
+    device: String,
+    /// Timed repetitions of each variant (the median is reported), after two warm-up runs.
+    #[arg(long, default_value_t = 10, global = true)]
+    runs: usize,
+}
+
+#[derive(clap::Subcommand)]
+enum What {
+    /// One FP8 GEMM M×K·(N×K)ᵀ with DeepSeek's block scales: the emulation against FP32, native
+    /// `_scaled_mm` (Hopper) against the emulation, and the speed of both against BF16.
+    Fp8Gemm {
+        #[arg(long, default_value_t = 4096)]
+        m: i64,
+        #[arg(long, default_value_t = 4096)]
+        k: i64,
+        #[arg(long, default_value_t = 4096)]
+        n: i64,
+    },
+    /// The routed experts of one MoE layer of --model on --tokens tokens: grouped `_grouped_mm`
+    /// GEMMs against the per-expert loop (outputs, gradients, forward + backward time).
+    Experts {
+        #[arg(long, default_value = "configs/model/small.toml")]
+        model: PathBuf,
+        #[arg(long, default_value_t = 16384)]
+        tokens: i64,
+    },
+    /// A one-rank process group (NCCL on CUDA, Gloo on CPU): every collective data parallelism
+    /// uses, then --steps ZeRO-1 training steps of --model with --config over that group.
+    ProcessGroup {
+        #[arg(long, default_value = "configs/model/tiny.toml")]
+        model: PathBuf,
+        #[arg(long, default_value = "configs/train.toml")]
+        config: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+    },
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let device = pick_device(&args.device)?;
+    let report = match args.what {
+        What::Fp8Gemm { m, k, n } => device_check::fp8_gemm(device, m, k, n, args.runs)?,
+        What::Experts { model, tokens } => {
+            device_check::experts(device, &ModelConfig::from_file(&model)?, tokens, args.runs)?
+        }
+        What::ProcessGroup {
+            model,
+            config,
+            steps,
+        } => device_check::process_group(
+            device,
+            &ModelConfig::from_file(&model)?,
+            TrainConfig::from_file(&config)?,
+            steps,
+        )?,
+    };
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
