@@ -1,9 +1,10 @@
-//! One transformer layer: pre-norm MLA and pre-norm FFN (dense SwiGLU in the first layers, MoE
-//! after), each with a residual connection.
+//! One transformer layer: pre-norm attention (MLA, or GQA for DeepSeek LLM) and pre-norm FFN
+//! (dense SwiGLU in the first layers, MoE after), each with a residual connection.
 
 use tch::{nn, Tensor};
 
-use crate::config::ModelConfig;
+use crate::config::{AttentionKind, ModelConfig};
+use crate::gqa::Gqa;
 use crate::kv_cache::LayerCache;
 use crate::linear::Precision;
 use crate::mla::Mla;
@@ -11,6 +12,29 @@ use crate::mlp::Mlp;
 use crate::moe::{Moe, MoeStats};
 use crate::norm::RmsNorm;
 use crate::rope::Rope;
+
+/// The attention of a layer, as `attention` in the model config says.
+#[derive(Debug)]
+pub enum Attention {
+    Mla(Mla),
+    Gqa(Gqa),
+}
+
+impl Attention {
+    fn forward(&self, x: &Tensor, rope: &Rope) -> Tensor {
+        match self {
+            Attention::Mla(a) => a.forward(x, rope),
+            Attention::Gqa(a) => a.forward(x, rope),
+        }
+    }
+
+    fn forward_cached(&self, x: &Tensor, rope: &Rope, cache: &mut LayerCache) -> Tensor {
+        match self {
+            Attention::Mla(a) => a.forward_cached(x, rope, cache),
+            Attention::Gqa(a) => a.forward_cached(x, rope, cache),
+        }
+    }
+}
 
 #[derive(Debug)]
 pub enum Ffn {
@@ -21,7 +45,7 @@ pub enum Ffn {
 #[derive(Debug)]
 pub struct Block {
     pub input_layernorm: RmsNorm,
-    pub self_attn: Mla,
+    pub self_attn: Attention,
     pub post_attention_layernorm: RmsNorm,
     pub mlp: Ffn,
 }
@@ -40,9 +64,13 @@ impl Block {
                 precision,
             ))
         };
+        let self_attn = match cfg.attention {
+            AttentionKind::Mla => Attention::Mla(Mla::new(&path / "self_attn", cfg, precision)),
+            AttentionKind::Gqa => Attention::Gqa(Gqa::new(&path / "self_attn", cfg, precision)),
+        };
         Self {
             input_layernorm: RmsNorm::new(&path / "input_layernorm", cfg.dim, cfg.norm_eps),
-            self_attn: Mla::new(&path / "self_attn", cfg, precision),
+            self_attn,
             post_attention_layernorm: RmsNorm::new(
                 &path / "post_attention_layernorm",
                 cfg.dim,

@@ -337,6 +337,30 @@ mod tests {
         }
     }
 
+    /// Grouped-query attention caches its KV heads only, and decoding through that cache gives
+    /// the full forward pass's logits.
+    #[test]
+    fn gqa_cached_decoding_matches_the_full_forward_pass() {
+        let mut cfg = crate::testing::repo_config("tiny-dense");
+        cfg.init_std = 0.1;
+        let (_vs, model) = build(&cfg);
+        let (b, s) = (2, 12);
+        let tokens = Tensor::randint(cfg.vocab_size, [b, s], (Kind::Int64, Device::Cpu));
+        let full = tch::no_grad(|| model.logits(&tokens));
+        let mut cache = ModelCache::new(&cfg, Layout::Latent, b, s, Device::Cpu, false);
+        let mut pos = 0;
+        let mut pieces = Vec::new();
+        for step in [5, 1, 1, 5] {
+            let h = tch::no_grad(|| model.decode(&tokens.narrow(1, pos, step), &mut cache));
+            pieces.push(model.output_logits(&h));
+            pos += step;
+        }
+        let err = (full - Tensor::cat(&pieces, 1)).abs().max().double_value(&[]);
+        assert!(err < 1e-4, "max error {err}");
+        let kv_numbers = 2 * cfg.kv_heads() * cfg.qk_head_dim();
+        assert_eq!(cache.bytes(), 4 * kv_numbers * cfg.n_layers * b * s);
+    }
+
     #[test]
     fn targets_across_document_boundaries_are_masked() {
         let cfg = tiny_config();

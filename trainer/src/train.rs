@@ -16,6 +16,7 @@ use crate::config::ModelConfig;
 use crate::data::BatchSource;
 use crate::data_parallel::{DataParallel, DistributedConfig, StepStats};
 use crate::dist::ProcessGroup;
+use crate::init_from::{Origin, OptimizerStart};
 use crate::linear::Precision;
 use crate::model::{LossWeights, Model};
 use crate::moe::update_bias;
@@ -111,6 +112,8 @@ pub struct Trainer {
     autocast: bool,
     /// The data-parallel group this rank trains in (None: a single process).
     parallel: Option<DataParallel>,
+    /// The earlier phase this run started from (`--init-from`).
+    pub origin: Option<Origin>,
 }
 
 /// The loss of a step was NaN or infinite.
@@ -167,6 +170,7 @@ impl Trainer {
             tokens: 0,
             autocast,
             parallel: None,
+            origin: None,
         })
     }
 
@@ -344,6 +348,7 @@ impl Trainer {
             train: self.cfg.clone(),
             data,
             tokenizer_hash,
+            init_from: self.origin.clone(),
         }
     }
 
@@ -371,6 +376,24 @@ impl Trainer {
         checkpoint::restore(dir, &self.vs, &mut self.optimizer, state)?;
         self.step = state.step;
         self.tokens = state.tokens;
+        self.origin = state.init_from.clone();
+        Ok(())
+    }
+
+    /// Starts a new phase from the weights of the checkpoint `origin` names (and its moments when
+    /// kept); step, tokens and schedules start from zero. Every tensor must keep its shape.
+    pub fn start_from(&mut self, origin: Origin) -> Result<()> {
+        let weights = origin.checkpoint.join("model.safetensors");
+        checkpoint::load_weights(&self.vs, &weights).with_context(|| {
+            format!(
+                "--init-from {}: a new phase keeps every tensor's shape (only max_seq_len and the YaRN fields may change)",
+                origin.checkpoint.display()
+            )
+        })?;
+        if origin.optimizer == OptimizerStart::Kept {
+            checkpoint::load_moments(&origin.checkpoint, &mut self.optimizer, origin.step)?;
+        }
+        self.origin = Some(origin);
         Ok(())
     }
 }
