@@ -80,12 +80,18 @@ impl Block {
         }
     }
 
-    /// Returns the new hidden state and, for MoE layers, the routing statistics.
-    pub fn forward(&self, x: &Tensor, rope: &Rope) -> (Tensor, Option<MoeStats>) {
+    /// Returns the new hidden state and, for MoE layers, the routing statistics. `exempt`: the
+    /// sequences MoE never drops while training with a capacity factor (None: drop nothing).
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        exempt: Option<&Tensor>,
+    ) -> (Tensor, Option<MoeStats>) {
         let x = x + self
             .self_attn
             .forward(&self.input_layernorm.forward(x), rope);
-        self.ffn(&x)
+        self.ffn(&x, exempt)
     }
 
     /// `forward` for new tokens after the positions held in `cache` (incremental decoding).
@@ -93,16 +99,16 @@ impl Block {
         let x = x + self
             .self_attn
             .forward_cached(&self.input_layernorm.forward(x), rope, cache);
-        self.ffn(&x).0
+        self.ffn(&x, None).0
     }
 
-    /// x + FFN(RMSNorm(x)).
-    fn ffn(&self, x: &Tensor) -> (Tensor, Option<MoeStats>) {
+    /// x + FFN(RMSNorm(x)): a token the MoE dropped keeps x (and the shared experts' output).
+    fn ffn(&self, x: &Tensor, exempt: Option<&Tensor>) -> (Tensor, Option<MoeStats>) {
         let normed = self.post_attention_layernorm.forward(x);
         match &self.mlp {
             Ffn::Dense(mlp) => (x + mlp.forward(&normed), None),
             Ffn::Moe(moe) => {
-                let (y, stats) = moe.forward(&normed);
+                let (y, stats) = moe.forward(&normed, exempt);
                 (x + y, Some(stats))
             }
         }

@@ -412,7 +412,14 @@ mod tests {
         ];
         let mut expected: Vec<String> = (0..cfg.n_layers)
             .flat_map(|i| per_layer.map(|t| format!("model.layers.{i}.{t}.weight")))
-            .chain(["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"].map(String::from))
+            .chain(
+                [
+                    "model.embed_tokens.weight",
+                    "model.norm.weight",
+                    "lm_head.weight",
+                ]
+                .map(String::from),
+            )
             .collect();
         expected.sort();
         assert_eq!(names, expected);

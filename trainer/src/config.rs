@@ -79,6 +79,27 @@ pub struct ModelConfig {
     /// Tokens may only be routed to experts of this many groups.
     #[serde(default = "defaults::one")]
     pub n_limited_groups: i64,
+    /// Device-limited routing (DeepSeek-V2): the routed experts are spread over this many devices,
+    /// expert e on device e / (n_routed_experts / n_devices), whatever the actual number of ranks
+    /// (1 = no limit) ...
+    #[serde(default = "defaults::one")]
+    pub n_devices: i64,
+    /// ... and a token may reach the experts of at most this many devices (M), those holding its
+    /// highest affinities.
+    #[serde(default = "defaults::one")]
+    pub n_limited_devices: i64,
+    /// Token dropping while training (DeepSeek-V2): each device computes at most
+    /// capacity_factor × its balanced share of the token-to-expert assignments, dropping those of
+    /// lowest affinity (they pass through the residual); 0 drops nothing. Evaluation and inference
+    /// never drop.
+    #[serde(default)]
+    pub capacity_factor: f64,
+    /// α2 of DeepSeek-V2's device-level balance loss (0.05 in V2; 0 = off).
+    #[serde(default)]
+    pub device_balance_alpha: f64,
+    /// α3 of DeepSeek-V2's communication balance loss (0.02 in V2; 0 = off).
+    #[serde(default)]
+    pub comm_balance_alpha: f64,
     #[serde(default = "defaults::score_func")]
     pub score_func: ScoreFunc,
     /// Multiplies the routing weights of the chosen experts.
@@ -221,7 +242,10 @@ impl ModelConfig {
             bail!("n_kv_heads applies to attention = \"gqa\" only (MLA has no separate KV heads)");
         }
         if self.rope_dim() % 2 != 0 {
-            bail!("the RoPE width ({}) must be even (RoPE rotates pairs)", self.rope_dim());
+            bail!(
+                "the RoPE width ({}) must be even (RoPE rotates pairs)",
+                self.rope_dim()
+            );
         }
         if !(0..=self.n_layers).contains(&self.n_dense_layers) {
             bail!("n_dense_layers must be in 0..=n_layers");
@@ -248,6 +272,34 @@ impl ModelConfig {
                     "n_activated_experts ({}) exceeds the experts of the kept groups ({reachable})",
                     self.n_activated_experts
                 );
+            }
+            if self.n_devices <= 0 || self.n_routed_experts % self.n_devices != 0 {
+                bail!(
+                    "n_devices ({}) must divide n_routed_experts ({}): each device holds an equal share",
+                    self.n_devices,
+                    self.n_routed_experts
+                );
+            }
+            if !(1..=self.n_devices).contains(&self.n_limited_devices) {
+                bail!(
+                    "n_limited_devices must be in 1..=n_devices ({})",
+                    self.n_devices
+                );
+            }
+            let reachable = self.n_limited_devices * (self.n_routed_experts / self.n_devices);
+            if self.n_activated_experts > reachable {
+                bail!(
+                    "n_activated_experts ({}) exceeds the experts of n_limited_devices devices ({reachable}): raise n_limited_devices",
+                    self.n_activated_experts
+                );
+            }
+            let coefficients = [
+                ("capacity_factor", self.capacity_factor),
+                ("device_balance_alpha", self.device_balance_alpha),
+                ("comm_balance_alpha", self.comm_balance_alpha),
+            ];
+            if let Some((name, v)) = coefficients.iter().find(|(_, v)| !(*v >= 0.0)) {
+                bail!("{name} must be 0 (off) or positive, got {v}");
             }
         }
         if self.mtp_depth < 0 || self.q_lora_rank < 0 || self.n_shared_experts < 0 {
@@ -328,6 +380,7 @@ mod tests {
             "tiny",
             "tiny-dense",
             "tiny-dense-yarn",
+            "tiny-v2",
             "small",
             "deepseek-llm-7b",
             "deepseek-llm-67b",
@@ -337,9 +390,26 @@ mod tests {
         ] {
             repo_config(name);
         }
+        for name in ["train", "train-extend", "train-deepseek-v2"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("../configs/{name}.toml"));
+            crate::train::TrainConfig::from_file(&path).unwrap();
+        }
+        let v2 = repo_config("deepseek-v2");
+        assert_eq!((v2.n_devices, v2.n_limited_devices), (8, 3));
+        assert_eq!(
+            (v2.device_balance_alpha, v2.comm_balance_alpha),
+            (0.05, 0.02)
+        );
         let llm = repo_config("deepseek-llm-67b");
-        assert_eq!((llm.attention, llm.ffn), (AttentionKind::Gqa, FfnKind::Dense));
-        assert_eq!((llm.n_heads, llm.kv_heads(), llm.qk_head_dim()), (64, 8, 128));
+        assert_eq!(
+            (llm.attention, llm.ffn),
+            (AttentionKind::Gqa, FfnKind::Dense)
+        );
+        assert_eq!(
+            (llm.n_heads, llm.kv_heads(), llm.qk_head_dim()),
+            (64, 8, 128)
+        );
         assert!(!llm.has_moe());
         let v3 = repo_config("deepseek-v3");
         assert_eq!((v3.dim, v3.n_layers, v3.n_heads), (7168, 61, 128));

@@ -105,12 +105,19 @@ impl Gqa {
         let (q, k, v) = self.project(x, rope, start);
         let (k, v) = cache.append(&k, &v);
         let q = q.view([b, s, self.n_kv_heads, self.group(), self.head_dim]);
-        let scores = Tensor::einsum("bskgd,btkd->bskgt", &[&q, &k], None::<i64>)
-            .reshape([b, s, self.n_heads, -1])
-            * self.softmax_scale;
-        let probs = causal_softmax(&scores, start)
-            .to_kind(x.kind())
-            .view([b, s, self.n_kv_heads, self.group(), -1]);
+        let scores = Tensor::einsum("bskgd,btkd->bskgt", &[&q, &k], None::<i64>).reshape([
+            b,
+            s,
+            self.n_heads,
+            -1,
+        ]) * self.softmax_scale;
+        let probs = causal_softmax(&scores, start).to_kind(x.kind()).view([
+            b,
+            s,
+            self.n_kv_heads,
+            self.group(),
+            -1,
+        ]);
         let out = Tensor::einsum("bskgt,btkd->bskgd", &[&probs, &v], None::<i64>);
         self.o_proj
             .forward(&out.reshape([b, s, self.n_heads * self.head_dim]))

@@ -115,7 +115,10 @@ pub fn model_info(c: &ModelConfig, seq_len: i64) -> ModelInfo {
     let h = c.n_heads as u64;
     let kv_dims = (c.qk_head_dim() + c.value_head_dim()) as u64;
     let (attention, own_cache) = match c.attention {
-        AttentionKind::Mla => ("MLA".to_string(), (c.kv_lora_rank + c.qk_rope_head_dim) as u64),
+        AttentionKind::Mla => (
+            "MLA".to_string(),
+            (c.kv_lora_rank + c.qk_rope_head_dim) as u64,
+        ),
         AttentionKind::Gqa if c.kv_heads() == c.n_heads => ("MHA".to_string(), h * kv_dims),
         AttentionKind::Gqa => (
             format!("GQA-{}", c.kv_heads()),

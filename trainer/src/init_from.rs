@@ -46,10 +46,14 @@ pub enum OptimizerStart {
 }
 
 /// Model-config fields a new phase may change: the name, the init (moot once weights are
-/// loaded), the RoPE table length, and the YaRN fields (checked by `check_rope`).
-const FREE: [&str; 8] = [
+/// loaded), what only training does (token dropping, the V2 balance losses), the RoPE table
+/// length, and the YaRN fields (checked by `check_rope`).
+const FREE: [&str; 11] = [
     "name",
     "init_std",
+    "capacity_factor",
+    "device_balance_alpha",
+    "comm_balance_alpha",
     "max_seq_len",
     "original_seq_len",
     "rope_factor",
@@ -75,7 +79,7 @@ pub fn check(dir: &Path, source: &TrainerState, target: &ModelConfig) -> Result<
         .collect();
     if !changed.is_empty() {
         bail!(
-            "--init-from {}: the new model config changes what the checkpoint's weights compute ({}); a new phase may change only max_seq_len and the YaRN fields: copy the rest from the checkpoint's model config (\"model\" in its state.json)",
+            "--init-from {}: the new model config changes what the checkpoint's weights compute ({}); a new phase may change only max_seq_len, the YaRN fields and the training-only MoE options: copy the rest from the checkpoint's model config (\"model\" in its state.json)",
             dir.display(),
             changed.join("; ")
         );
@@ -173,7 +177,10 @@ mod tests {
         other.rope_theta = 500000.0;
         other.n_kv_heads = Some(4);
         let err = error(&phase1, &other);
-        assert!(err.contains("rope_theta = 10000.0 in the checkpoint, 500000.0"), "{err}");
+        assert!(
+            err.contains("rope_theta = 10000.0 in the checkpoint, 500000.0"),
+            "{err}"
+        );
         assert!(err.contains("n_kv_heads = 2 in the checkpoint, 4"), "{err}");
 
         let mut wrong_origin = repo_config("tiny-dense-yarn");
@@ -187,6 +194,9 @@ mod tests {
         let mut refactored = repo_config("tiny-dense-yarn");
         refactored.rope_factor = 8.0;
         let err = error(&phase2, &refactored);
-        assert!(err.contains("rope_factor is 4 in the checkpoint, 8"), "{err}");
+        assert!(
+            err.contains("rope_factor is 4 in the checkpoint, 8"),
+            "{err}"
+        );
     }
 }

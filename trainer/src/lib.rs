@@ -2,7 +2,9 @@
 //! in small modules that read top to bottom like DeepSeek-V3 `inference/model.py`, and the pretraining machinery around it
 //! (schedules, AdamW, checkpoints in the public tensor names, the training loop) apart from it.
 
+pub mod balance;
 pub mod block;
+pub mod capacity;
 pub mod checkpoint;
 pub mod config;
 mod cpp;
