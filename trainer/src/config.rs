@@ -298,7 +298,7 @@ impl ModelConfig {
                 ("device_balance_alpha", self.device_balance_alpha),
                 ("comm_balance_alpha", self.comm_balance_alpha),
             ];
-            if let Some((name, v)) = coefficients.iter().find(|(_, v)| !(*v >= 0.0)) {
+            if let Some((name, v)) = coefficients.iter().find(|(_, v)| v.is_nan() || *v < 0.0) {
                 bail!("{name} must be 0 (off) or positive, got {v}");
             }
         }
