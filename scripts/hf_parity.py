@@ -1,9 +1,10 @@
 """Load a `whale train` checkpoint with transformers (the architecture its config.json names:
-DeepseekV3ForCausalLM or LlamaForCausalLM) and compare its logits with the ones whale computed
+DeepseekV3ForCausalLM, DeepseekV2ForCausalLM or LlamaForCausalLM) and compare its logits with the ones whale computed
 (`whale model logits`). Usage:
     python scripts/hf_parity.py CHECKPOINT_DIR WHALE_LOGITS.safetensors
-Exits non-zero when a main-model tensor is missing or unused, or when the max absolute difference
-exceeds 1e-4 (both run in fp32)."""
+Exits non-zero when a main-model tensor is missing or unused (DeepseekV2 has no routing bias: a
+zero `e_score_correction_bias` may go unused), or when the max absolute difference exceeds 1e-4
+(both run in fp32)."""
 
 import sys
 
@@ -20,7 +21,13 @@ model, loading = AutoModelForCausalLM.from_pretrained(
 model.eval()
 # transformers does not implement MTP: only layers past num_hidden_layers may go unused.
 mtp_prefixes = tuple(f"model.layers.{i}." for i in range(config.num_hidden_layers, 1000))
-unused = [k for k in loading["unexpected_keys"] if not k.startswith(mtp_prefixes)]
+weights = load_file(f"{ckpt}/model.safetensors")
+unused = [
+    k
+    for k in loading["unexpected_keys"]
+    if not k.startswith(mtp_prefixes)
+    and not (k.endswith("e_score_correction_bias") and not weights[k].any())
+]
 if loading["missing_keys"] or unused:
     print(f"missing {loading['missing_keys']}, unused {unused}")
     sys.exit(1)

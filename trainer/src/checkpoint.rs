@@ -100,12 +100,36 @@ pub fn load_weights(vs: &nn::VarStore, path: &Path) -> Result<()> {
 }
 
 /// `config.json` for transformers: `LlamaConfig` for grouped-query attention (dense by
-/// validation), `DeepseekV3Config` for MLA.
+/// validation), `DeepseekV3Config` for MLA with sigmoid gating, `DeepseekV2Config` for MLA with
+/// softmax gating (transformers' V3 router is sigmoid only).
 pub fn hf_config(cfg: &ModelConfig) -> serde_json::Value {
-    match cfg.attention {
-        AttentionKind::Gqa => llama_config(cfg),
-        AttentionKind::Mla => deepseek_v3_config(cfg),
+    match (cfg.attention, cfg.score_func) {
+        (AttentionKind::Gqa, _) => llama_config(cfg),
+        (AttentionKind::Mla, ScoreFunc::Sigmoid) => deepseek_v3_config(cfg),
+        (AttentionKind::Mla, ScoreFunc::Softmax) => deepseek_v2_config(cfg),
     }
+}
+
+/// `config.json` of transformers' `DeepseekV2ForCausalLM`: the V3 fields with V2's router,
+/// softmax top-k without renormalization, device-limited ("group_limited_greedy": the best
+/// `topk_group` of `n_group` groups by their highest affinity) when `n_devices` limits routing.
+/// It has no per-expert bias: a run exported this way must keep it at zero (`bias_gamma` 0, as
+/// V2 trained). V3-style node-limited groups (`n_expert_groups` > 1) have no V2 equivalent.
+fn deepseek_v2_config(cfg: &ModelConfig) -> serde_json::Value {
+    let mut config = deepseek_v3_config(cfg);
+    let device_limited = cfg.n_limited_devices < cfg.n_devices;
+    let v2 = json!({
+        "architectures": ["DeepseekV2ForCausalLM"],
+        "model_type": "deepseek_v2",
+        "topk_method": if device_limited { "group_limited_greedy" } else { "greedy" },
+        "n_group": cfg.n_devices,
+        "topk_group": cfg.n_limited_devices,
+        "norm_topk_prob": false,
+    });
+    for (key, value) in v2.as_object().expect("an object") {
+        config[key] = value.clone();
+    }
+    config
 }
 
 /// `config.json` of transformers' `LlamaForCausalLM`, the architecture of the released DeepSeek
@@ -377,6 +401,11 @@ mod tests {
         let lite = hf_config(&repo_config("deepseek-v2-lite"));
         assert!(lite["q_lora_rank"].is_null());
         assert!(lite["rope_scaling"].is_null());
+        assert_eq!(lite["architectures"][0], "DeepseekV2ForCausalLM");
+        assert_eq!(lite["topk_method"], "greedy");
+        let v2 = hf_config(&repo_config("deepseek-v2"));
+        assert_eq!(v2["topk_method"], "group_limited_greedy");
+        assert_eq!((&v2["n_group"], &v2["topk_group"]), (&json!(8), &json!(3)));
         let llm = hf_config(&repo_config("deepseek-llm-67b"));
         assert_eq!(llm["architectures"][0], "LlamaForCausalLM");
         assert_eq!(

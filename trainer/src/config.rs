@@ -390,7 +390,12 @@ mod tests {
         ] {
             repo_config(name);
         }
-        for name in ["train", "train-extend", "train-deepseek-v2"] {
+        for name in [
+            "train",
+            "train-extend",
+            "train-deepseek-v2",
+            "train-v2-demo",
+        ] {
             let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join(format!("../configs/{name}.toml"));
             crate::train::TrainConfig::from_file(&path).unwrap();
