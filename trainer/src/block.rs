@@ -1,10 +1,11 @@
-//! One transformer layer: pre-norm MLA and pre-norm FFN (dense SwiGLU in the first layers, MoE
-//! after), each with a residual connection.
+//! One transformer layer: pre-norm attention (MLA, or GQA for DeepSeek LLM) and pre-norm FFN
+//! (dense SwiGLU in the first layers, MoE after), each with a residual connection.
 
 use tch::{nn, Tensor};
 
-use crate::config::ModelConfig;
+use crate::config::{AttentionKind, ModelConfig};
 use crate::expert_parallel::ExpertShard;
+use crate::gqa::Gqa;
 use crate::kv_cache::LayerCache;
 use crate::linear::Precision;
 use crate::mla::Mla;
@@ -12,6 +13,29 @@ use crate::mlp::Mlp;
 use crate::moe::{Moe, MoeStats};
 use crate::norm::RmsNorm;
 use crate::rope::Rope;
+
+/// The attention of a layer, as `attention` in the model config says.
+#[derive(Debug)]
+pub enum Attention {
+    Mla(Mla),
+    Gqa(Gqa),
+}
+
+impl Attention {
+    fn forward(&self, x: &Tensor, rope: &Rope) -> Tensor {
+        match self {
+            Attention::Mla(a) => a.forward(x, rope),
+            Attention::Gqa(a) => a.forward(x, rope),
+        }
+    }
+
+    fn forward_cached(&self, x: &Tensor, rope: &Rope, cache: &mut LayerCache) -> Tensor {
+        match self {
+            Attention::Mla(a) => a.forward_cached(x, rope, cache),
+            Attention::Gqa(a) => a.forward_cached(x, rope, cache),
+        }
+    }
+}
 
 #[derive(Debug)]
 pub enum Ffn {
@@ -22,7 +46,7 @@ pub enum Ffn {
 #[derive(Debug)]
 pub struct Block {
     pub input_layernorm: RmsNorm,
-    pub self_attn: Mla,
+    pub self_attn: Attention,
     pub post_attention_layernorm: RmsNorm,
     pub mlp: Ffn,
 }
@@ -48,9 +72,13 @@ impl Block {
                 precision,
             ))
         };
+        let self_attn = match cfg.attention {
+            AttentionKind::Mla => Attention::Mla(Mla::new(&path / "self_attn", cfg, precision)),
+            AttentionKind::Gqa => Attention::Gqa(Gqa::new(&path / "self_attn", cfg, precision)),
+        };
         Self {
             input_layernorm: RmsNorm::new(&path / "input_layernorm", cfg.dim, cfg.norm_eps),
-            self_attn: Mla::new(&path / "self_attn", cfg, precision),
+            self_attn,
             post_attention_layernorm: RmsNorm::new(
                 &path / "post_attention_layernorm",
                 cfg.dim,
@@ -60,12 +88,18 @@ impl Block {
         }
     }
 
-    /// Returns the new hidden state and, for MoE layers, the routing statistics.
-    pub fn forward(&self, x: &Tensor, rope: &Rope) -> (Tensor, Option<MoeStats>) {
+    /// Returns the new hidden state and, for MoE layers, the routing statistics. `exempt`: the
+    /// sequences MoE never drops while training with a capacity factor (None: drop nothing).
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        exempt: Option<&Tensor>,
+    ) -> (Tensor, Option<MoeStats>) {
         let x = x + self
             .self_attn
             .forward(&self.input_layernorm.forward(x), rope);
-        self.ffn(&x)
+        self.ffn(&x, exempt)
     }
 
     /// `forward` for new tokens after the positions held in `cache` (incremental decoding).
@@ -73,16 +107,16 @@ impl Block {
         let x = x + self
             .self_attn
             .forward_cached(&self.input_layernorm.forward(x), rope, cache);
-        self.ffn(&x).0
+        self.ffn(&x, None).0
     }
 
-    /// x + FFN(RMSNorm(x)).
-    fn ffn(&self, x: &Tensor) -> (Tensor, Option<MoeStats>) {
+    /// x + FFN(RMSNorm(x)): a token the MoE dropped keeps x (and the shared experts' output).
+    fn ffn(&self, x: &Tensor, exempt: Option<&Tensor>) -> (Tensor, Option<MoeStats>) {
         let normed = self.post_attention_layernorm.forward(x);
         match &self.mlp {
             Ffn::Dense(mlp) => (x + mlp.forward(&normed), None),
             Ffn::Moe(moe) => {
-                let (y, stats) = moe.forward(&normed);
+                let (y, stats) = moe.forward(&normed, exempt);
                 (x + y, Some(stats))
             }
         }

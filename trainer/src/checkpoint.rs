@@ -1,7 +1,8 @@
 //! Checkpoints that other tools can read and that resume a run exactly. A checkpoint directory
 //! holds `model.safetensors` with the public DeepSeek-V3 tensor names (MTP module k as layer
 //! `n_layers + k`, with its own copies of the shared embedding and head, as in the release),
-//! `config.json` for transformers' `DeepseekV3ForCausalLM`, `optimizer.safetensors` (AdamW moments
+//! `config.json` for transformers' `DeepseekV3ForCausalLM` (or `LlamaForCausalLM` for the dense
+//! GQA models of DeepSeek LLM, whose public checkpoints have that architecture and those names), `optimizer.safetensors` (AdamW moments
 //! under `<param>.exp_avg` / `.exp_avg_sq`) and `state.json` (step, tokens, configs, data cursor).
 
 use std::collections::BTreeMap;
@@ -12,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tch::{nn, Device, Tensor};
 
-use crate::config::{ModelConfig, ScoreFunc};
+use crate::config::{AttentionKind, ModelConfig, ScoreFunc};
+use crate::init_from::Origin;
 use crate::linear::Precision;
 use crate::model::Model;
 use crate::optim::AdamW;
@@ -29,6 +31,9 @@ pub struct TrainerState {
     pub data: serde_json::Value,
     /// Hash of the tokenizer the shards were encoded with, when training on shards.
     pub tokenizer_hash: Option<u64>,
+    /// The earlier phase's checkpoint this run started from (`--init-from`), if any.
+    #[serde(default)]
+    pub init_from: Option<Origin>,
 }
 
 /// Tensor names and values of a public-style checkpoint: every variable under its own name, plus
@@ -74,8 +79,10 @@ fn read_tensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
 /// match; the MTP copies of embedding and head are ignored).
 pub fn load_weights(vs: &nn::VarStore, path: &Path) -> Result<()> {
     let saved = read_tensors(path)?;
+    // In name order, so a mismatch is always reported for the same (first) tensor.
+    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     tch::no_grad(|| {
-        for (name, mut var) in vs.variables() {
+        for (name, mut var) in vars {
             let src = saved
                 .get(&name)
                 .with_context(|| format!("{} has no tensor {name}", path.display()))?;
@@ -92,8 +99,78 @@ pub fn load_weights(vs: &nn::VarStore, path: &Path) -> Result<()> {
     })
 }
 
-/// `config.json` in the format of transformers' `DeepseekV3Config`.
+/// `config.json` for transformers: `LlamaConfig` for grouped-query attention (dense by
+/// validation), `DeepseekV3Config` for MLA with sigmoid gating, `DeepseekV2Config` for MLA with
+/// softmax gating (transformers' V3 router is sigmoid only).
 pub fn hf_config(cfg: &ModelConfig) -> serde_json::Value {
+    match (cfg.attention, cfg.score_func) {
+        (AttentionKind::Gqa, _) => llama_config(cfg),
+        (AttentionKind::Mla, ScoreFunc::Sigmoid) => deepseek_v3_config(cfg),
+        (AttentionKind::Mla, ScoreFunc::Softmax) => deepseek_v2_config(cfg),
+    }
+}
+
+/// `config.json` of transformers' `DeepseekV2ForCausalLM`: the V3 fields with V2's router,
+/// softmax top-k without renormalization, device-limited ("group_limited_greedy": the best
+/// `topk_group` of `n_group` groups by their highest affinity) when `n_devices` limits routing.
+/// It has no per-expert bias: a run exported this way must keep it at zero (`bias_gamma` 0, as
+/// V2 trained). V3-style node-limited groups (`n_expert_groups` > 1) have no V2 equivalent.
+fn deepseek_v2_config(cfg: &ModelConfig) -> serde_json::Value {
+    let mut config = deepseek_v3_config(cfg);
+    let device_limited = cfg.n_limited_devices < cfg.n_devices;
+    let v2 = json!({
+        "architectures": ["DeepseekV2ForCausalLM"],
+        "model_type": "deepseek_v2",
+        "topk_method": if device_limited { "group_limited_greedy" } else { "greedy" },
+        "n_group": cfg.n_devices,
+        "topk_group": cfg.n_limited_devices,
+        "norm_topk_prob": false,
+    });
+    for (key, value) in v2.as_object().expect("an object") {
+        config[key] = value.clone();
+    }
+    config
+}
+
+/// `config.json` of transformers' `LlamaForCausalLM`, the architecture of the released DeepSeek
+/// LLM 7B/67B. YaRN goes in as `rope_scaling` with the attention factor spelled out: transformers
+/// multiplies cos and sin by it, which scales q·k by its square, as `softmax_scale` does here.
+fn llama_config(cfg: &ModelConfig) -> serde_json::Value {
+    let rope_scaling = cfg.uses_yarn().then(|| {
+        json!({
+            "rope_type": "yarn", "factor": cfg.rope_factor,
+            "original_max_position_embeddings": cfg.original_seq_len,
+            "beta_fast": cfg.beta_fast, "beta_slow": cfg.beta_slow,
+            "attention_factor": cfg.yarn_mscale(),
+        })
+    });
+    json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.dim,
+        "intermediate_size": cfg.inter_dim,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.kv_heads(),
+        "head_dim": cfg.qk_head_dim(),
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.max_seq_len,
+        "rope_theta": cfg.rope_theta,
+        "rope_scaling": rope_scaling,
+        "rms_norm_eps": cfg.norm_eps,
+        "initializer_range": cfg.init_std,
+        "attention_bias": false,
+        "mlp_bias": false,
+        "attention_dropout": 0.0,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "torch_dtype": "float32",
+        "use_cache": true,
+    })
+}
+
+/// `config.json` in the format of transformers' `DeepseekV3Config`.
+fn deepseek_v3_config(cfg: &ModelConfig) -> serde_json::Value {
     let rope_scaling = cfg.uses_yarn().then(|| {
         json!({
             "type": "yarn", "rope_type": "yarn", "factor": cfg.rope_factor,
@@ -229,8 +306,14 @@ pub fn restore(
     state: &TrainerState,
 ) -> Result<()> {
     load_weights(vs, &dir.join("model.safetensors"))?;
+    load_moments(dir, optimizer, state.step)
+}
+
+/// Loads the AdamW moments of a checkpoint, with `step` optimizer steps behind them (for the
+/// bias correction).
+pub fn load_moments(dir: &Path, optimizer: &mut AdamW, step: u64) -> Result<()> {
     let moments = read_tensors(&dir.join("optimizer.safetensors"))?;
-    optimizer.load_state_tensors(&moments, state.step)
+    optimizer.load_state_tensors(&moments, step)
 }
 
 /// Rebuilds the main model of a checkpoint (for scoring and export checks).
@@ -316,5 +399,56 @@ mod tests {
         let lite = hf_config(&repo_config("deepseek-v2-lite"));
         assert!(lite["q_lora_rank"].is_null());
         assert!(lite["rope_scaling"].is_null());
+        assert_eq!(lite["architectures"][0], "DeepseekV2ForCausalLM");
+        assert_eq!(lite["topk_method"], "greedy");
+        let v2 = hf_config(&repo_config("deepseek-v2"));
+        assert_eq!(v2["topk_method"], "group_limited_greedy");
+        assert_eq!((&v2["n_group"], &v2["topk_group"]), (&json!(8), &json!(3)));
+        let llm = hf_config(&repo_config("deepseek-llm-67b"));
+        assert_eq!(llm["architectures"][0], "LlamaForCausalLM");
+        assert_eq!(
+            (&llm["num_attention_heads"], &llm["num_key_value_heads"]),
+            (&json!(64), &json!(8))
+        );
+        let yarn = hf_config(&repo_config("tiny-dense-yarn"));
+        assert_eq!(yarn["rope_scaling"]["rope_type"], "yarn");
+        assert_eq!(yarn["rope_scaling"]["original_max_position_embeddings"], 64);
+        let t = yarn["rope_scaling"]["attention_factor"].as_f64().unwrap();
+        assert!((t - (0.1 * 4f64.ln() + 1.0)).abs() < 1e-12, "{t}");
+    }
+
+    #[test]
+    fn dense_gqa_tensor_names_follow_llama() {
+        let cfg = repo_config("tiny-dense");
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _m = Model::new(&vs.root(), &cfg, &Precision::Fp32);
+        let names: Vec<String> = named_weights(&vs, &cfg)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let per_layer = [
+            "input_layernorm",
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.o_proj",
+            "post_attention_layernorm",
+            "mlp.gate_proj",
+            "mlp.up_proj",
+            "mlp.down_proj",
+        ];
+        let mut expected: Vec<String> = (0..cfg.n_layers)
+            .flat_map(|i| per_layer.map(|t| format!("model.layers.{i}.{t}.weight")))
+            .chain(
+                [
+                    "model.embed_tokens.weight",
+                    "model.norm.weight",
+                    "lm_head.weight",
+                ]
+                .map(String::from),
+            )
+            .collect();
+        expected.sort();
+        assert_eq!(names, expected);
     }
 }

@@ -116,7 +116,7 @@ pub fn experts(device: Device, cfg: &ModelConfig, tokens: i64, runs: usize) -> R
     // k distinct experts per token among 1..n, uniformly.
     let scores = Tensor::rand([tokens, n - 1], (Kind::Float, device));
     let indices = scores.topk(cfg.n_activated_experts, -1, true, false).1 + 1;
-    let dispatch = Dispatch::new(&indices.to_kind(Kind::Int64), n);
+    let dispatch = Dispatch::new(&indices.to_kind(Kind::Int64), n, None);
     let x0 = Tensor::randn([tokens, cfg.dim], (Kind::Float, device));
     let probe = Tensor::randn(
         [tokens * cfg.n_activated_experts, cfg.dim],

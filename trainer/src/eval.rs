@@ -164,6 +164,7 @@ impl ValidationSet {
         let weights = LossWeights {
             mtp_lambda: 0.0,
             balance_alpha: 0.0,
+            drop_tokens: false,
         };
         let mut totals = vec![Total::default(); depth as usize + 1];
         let device = model.device();

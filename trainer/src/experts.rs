@@ -57,17 +57,26 @@ pub struct Dispatch {
     order: Tensor,
     /// For each sorted copy, the token (row of the input) it copies.
     pub token_of: Tensor,
-    /// Copies per expert `[n_experts]` (int64): the load the balancing reads.
+    /// Copies per expert that are computed `[n_experts]` (int64).
     pub load: Tensor,
 }
 
 impl Dispatch {
     /// Sorts the choices `indices` `[N, k]` (expert ids) by expert, stably (token order within
-    /// an expert).
-    pub fn new(indices: &Tensor, n_experts: i64) -> Self {
+    /// an expert): all of them, or only those of `kept` (positions in the flattened `[N·k]`
+    /// choices: what a capacity factor leaves).
+    pub fn new(indices: &Tensor, n_experts: i64, kept: Option<&Tensor>) -> Self {
         let top_k = indices.size()[1];
-        let expert_of = indices.view([-1]);
-        let (_, order) = expert_of.sort_stable(true, 0, false);
+        let all = indices.view([-1]);
+        let expert_of = match kept {
+            Some(kept) => all.index_select(0, kept),
+            None => all,
+        };
+        let (_, by_expert) = expert_of.sort_stable(true, 0, false);
+        let order = match kept {
+            Some(kept) => kept.index_select(0, &by_expert),
+            None => by_expert,
+        };
         Self {
             token_of: order.floor_divide_scalar(top_k),
             load: expert_of.bincount::<Tensor>(None, n_experts),
@@ -170,7 +179,7 @@ mod tests {
     fn dispatch_sorts_copies_by_expert_with_offsets_and_loads() {
         // 3 tokens, top-2 of 4 experts; expert 2 gets nothing.
         let indices = Tensor::from_slice(&[1i64, 0, 3, 1, 0, 3]).view([3, 2]);
-        let d = Dispatch::new(&indices, 4);
+        let d = Dispatch::new(&indices, 4, None);
         assert_eq!(
             Vec::<i64>::try_from(&d.token_of).unwrap(),
             [0, 2, 0, 1, 1, 2]
@@ -214,7 +223,7 @@ mod tests {
             .map(|i| Mlp::new(vs.root() / i, 16, 8, 0.2, &Precision::Fp32))
             .collect();
         let indices = Tensor::from_slice(&[1i64, 0, 3, 1, 0, 3, 1, 3, 0, 1]).view([5, 2]);
-        let dispatch = Dispatch::new(&indices, 4);
+        let dispatch = Dispatch::new(&indices, 4, None);
         let x0 = Tensor::randn([5, 16], (Kind::Float, Device::Cpu));
         let probe = Tensor::randn([10, 16], (Kind::Float, Device::Cpu));
         let run = |path| {

@@ -1,9 +1,10 @@
 //! Size report computed from the config alone (nothing allocated), so it works for the 671B shapes:
-//! total and activated parameters, KV-cache bytes per token against MHA/GQA, FLOPs per token.
+//! total and activated parameters, the model's KV-cache bytes per token against MHA/GQA, FLOPs
+//! per token.
 
 use serde::Serialize;
 
-use crate::config::ModelConfig;
+use crate::config::{AttentionKind, ModelConfig};
 
 /// KV heads of the grouped-query-attention baseline in the cache comparison (Llama-style).
 pub const GQA_KV_HEADS: u64 = 8;
@@ -13,6 +14,8 @@ const CACHE_BYTES: u64 = 2;
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ModelInfo {
     pub name: String,
+    /// The model's attention: "MLA", "GQA-<n_kv_heads>" or "MHA".
+    pub attention: String,
     /// Main model: embedding, layers, final norm, output head (no MTP).
     pub total_params: u64,
     /// Parameters used per token by the main model: everything but the embedding table and the
@@ -24,7 +27,8 @@ pub struct ModelInfo {
     /// Tensors in a public-style checkpoint: main model + MTP, whose layers repeat the shared
     /// embedding and head.
     pub checkpoint_params: u64,
-    /// MLA cache: (kv_lora_rank + qk_rope_head_dim) per layer, BF16.
+    /// The model's own cache, BF16: MLA's (kv_lora_rank + qk_rope_head_dim) per layer, or
+    /// GQA's n_kv_heads·2·head_dim.
     pub kv_cache_bytes_per_token: u64,
     /// Same heads and head dims with plain multi-head attention (full K and V per head), BF16.
     pub mha_kv_cache_bytes_per_token: u64,
@@ -52,6 +56,10 @@ struct Counts {
 fn attention(c: &ModelConfig) -> u64 {
     let (d, h) = (c.dim as u64, c.n_heads as u64);
     let qk = c.qk_head_dim() as u64;
+    if c.attention == AttentionKind::Gqa {
+        let kv = c.kv_heads() as u64;
+        return d * h * qk + 2 * d * kv * qk + h * qk * d;
+    }
     let q = if c.q_lora_rank == 0 {
         d * h * qk
     } else {
@@ -111,19 +119,31 @@ pub fn model_info(c: &ModelConfig, seq_len: i64) -> ModelInfo {
     let depth = c.mtp_depth as u64;
 
     let h = c.n_heads as u64;
-    let kv_dims = (c.qk_head_dim() + c.v_head_dim) as u64;
+    let kv_dims = (c.qk_head_dim() + c.value_head_dim()) as u64;
+    let (attention, own_cache) = match c.attention {
+        AttentionKind::Mla => (
+            "MLA".to_string(),
+            (c.kv_lora_rank + c.qk_rope_head_dim) as u64,
+        ),
+        AttentionKind::Gqa if c.kv_heads() == c.n_heads => ("MHA".to_string(), h * kv_dims),
+        AttentionKind::Gqa => (
+            format!("GQA-{}", c.kv_heads()),
+            c.kv_heads() as u64 * kv_dims,
+        ),
+    };
     // Per layer and token: q·kᵀ and p·v over seq_len positions (full window, as in PaLM's MFU).
     let attn_flops = 2.0 * (h * kv_dims) as f64 * seq_len as f64;
     let forward = 2.0 * activated as f64 + l as f64 * attn_flops;
     let mtp_forward = 2.0 * mtp_active as f64 + depth as f64 * attn_flops;
     ModelInfo {
         name: c.name.clone(),
+        attention,
         total_params: total,
         activated_params: activated,
         embedding_params: embedding,
         mtp_params,
         checkpoint_params: total + mtp_params + depth * 2 * v * d,
-        kv_cache_bytes_per_token: l * (c.kv_lora_rank + c.qk_rope_head_dim) as u64 * CACHE_BYTES,
+        kv_cache_bytes_per_token: l * own_cache * CACHE_BYTES,
         mha_kv_cache_bytes_per_token: l * h * kv_dims * CACHE_BYTES,
         gqa_kv_cache_bytes_per_token: l * GQA_KV_HEADS.min(h) * kv_dims * CACHE_BYTES,
         seq_len,
@@ -150,7 +170,7 @@ impl ModelInfo {
             "model {}\n\
              parameters     total {} (embedding {}), activated per token {}\n\
              MTP modules    {} (checkpoint with MTP: {})\n\
-             KV cache/token MLA {} | MHA {} ({:.1}x) | GQA-{} {} ({:.1}x)\n\
+             KV cache/token {} {} | MHA {} ({:.1}x) | GQA-{} {} ({:.1}x)\n\
              FLOPs/token    forward {} | training incl. MTP {} (attention at seq {})",
             self.name,
             p(self.total_params),
@@ -158,6 +178,7 @@ impl ModelInfo {
             p(self.activated_params),
             p(self.mtp_params),
             p(self.checkpoint_params),
+            self.attention,
             b(self.kv_cache_bytes_per_token),
             b(self.mha_kv_cache_bytes_per_token),
             ratio(self.mha_kv_cache_bytes_per_token),
@@ -245,16 +266,64 @@ mod tests {
     }
 
     #[test]
-    fn counts_match_the_built_tiny_model() {
-        let cfg = tiny_config();
-        let vs = nn::VarStore::new(Device::Cpu);
-        let _model = Model::new(&vs.root(), &cfg, &Precision::Fp32);
-        let built: i64 = vs
-            .trainable_variables()
-            .iter()
-            .map(|t| t.numel() as i64)
-            .sum();
-        let i = model_info(&cfg, 64);
-        assert_eq!(built as u64, i.total_params + i.mtp_params);
+    fn deepseek_v2_matches_published_sizes() {
+        let i = model_info(&repo_config("deepseek-v2"), 4096);
+        assert!(
+            (235.0..236.5).contains(&billions(i.total_params)),
+            "total {}",
+            i.total_params
+        );
+        assert!(
+            (20.5..21.5).contains(&billions(i.activated_params)),
+            "activated {}",
+            i.activated_params
+        );
+    }
+
+    /// DeepSeek LLM (arXiv 2401.02954, Table 2): 7B has 6.9B parameters with multi-head
+    /// attention, 67B has 67.4B with 8 KV heads; neither ties the embedding.
+    #[test]
+    fn deepseek_llm_matches_published_sizes() {
+        let i7 = model_info(&repo_config("deepseek-llm-7b"), 4096);
+        assert!(
+            (6.85..6.95).contains(&billions(i7.total_params)),
+            "7B total {}",
+            i7.total_params
+        );
+        assert_eq!(i7.attention, "MHA");
+        // 30 layers × K and V of 32 heads × 128 × 2 bytes.
+        assert_eq!(i7.kv_cache_bytes_per_token, 30 * 2 * 32 * 128 * 2);
+        let i67 = model_info(&repo_config("deepseek-llm-67b"), 4096);
+        assert!(
+            (67.35..67.45).contains(&billions(i67.total_params)),
+            "67B total {}",
+            i67.total_params
+        );
+        assert_eq!(i67.attention, "GQA-8");
+        assert_eq!(i67.kv_cache_bytes_per_token, 95 * 2 * 8 * 128 * 2);
+        assert_eq!(
+            i67.mha_kv_cache_bytes_per_token,
+            8 * i67.kv_cache_bytes_per_token
+        );
+        // Dense: every parameter but the embedding is used by every token.
+        assert_eq!(
+            i67.activated_params,
+            i67.total_params - i67.embedding_params
+        );
+    }
+
+    #[test]
+    fn counts_match_the_built_tiny_models() {
+        for cfg in [tiny_config(), repo_config("tiny-dense")] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let _model = Model::new(&vs.root(), &cfg, &Precision::Fp32);
+            let built: i64 = vs
+                .trainable_variables()
+                .iter()
+                .map(|t| t.numel() as i64)
+                .sum();
+            let i = model_info(&cfg, 64);
+            assert_eq!(built as u64, i.total_params + i.mtp_params, "{}", cfg.name);
+        }
     }
 }

@@ -3,11 +3,13 @@
 //!   numbers) and the rotated RoPE key shared by all heads (`qk_rope_head_dim`);
 //! - `UpProjected` ("naive"): the per-head keys and values, `n_heads·(qk_head_dim + v_head_dim)`.
 //!
+//! Grouped-query attention has one layout whatever is asked: its `n_kv_heads` keys and values.
+//!
 //! Buffers are allocated once for the whole generation, so the bytes reported are the bytes held.
 
 use tch::{Device, Kind, Tensor};
 
-use crate::config::ModelConfig;
+use crate::config::{AttentionKind, ModelConfig};
 
 /// What a layer keeps of each past position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +36,8 @@ impl std::str::FromStr for Layout {
 
 /// The cached positions of one attention layer: two buffers `[batch, capacity, …]` filled along
 /// dimension 1, (c_kv `[…, kv_lora_rank]`, k_rope `[…, qk_rope]`) for `Latent`, (k `[…, heads,
-/// qk_head_dim]`, v `[…, heads, v_head_dim]`) for `UpProjected`.
+/// qk_head_dim]`, v `[…, heads, v_head_dim]`) for `UpProjected`; (k, v `[…, n_kv_heads, head_dim]`)
+/// for grouped-query attention.
 #[derive(Debug)]
 pub struct LayerCache {
     pub layout: Layout,
@@ -55,9 +58,15 @@ impl LayerCache {
             let full: Vec<i64> = [batch, capacity].iter().chain(shape).copied().collect();
             Tensor::zeros(full, (Kind::Float, device))
         };
-        let buffers = match layout {
-            Layout::Latent => [zeros(&[cfg.kv_lora_rank]), zeros(&[cfg.qk_rope_head_dim])],
-            Layout::UpProjected => [
+        let buffers = match (cfg.attention, layout) {
+            (AttentionKind::Gqa, _) => [
+                zeros(&[cfg.kv_heads(), cfg.qk_head_dim()]),
+                zeros(&[cfg.kv_heads(), cfg.value_head_dim()]),
+            ],
+            (AttentionKind::Mla, Layout::Latent) => {
+                [zeros(&[cfg.kv_lora_rank]), zeros(&[cfg.qk_rope_head_dim])]
+            }
+            (AttentionKind::Mla, Layout::UpProjected) => [
                 zeros(&[cfg.n_heads, cfg.qk_head_dim()]),
                 zeros(&[cfg.n_heads, cfg.v_head_dim]),
             ],
@@ -129,7 +138,7 @@ pub struct ModelCache {
     pub mtp: Vec<LayerCache>,
     /// Batch × capacity, for the comparison with an up-projected cache.
     slots: i64,
-    /// Numbers per token and layer of an up-projected K/V cache:
+    /// Numbers per token and layer of an up-projected (multi-head) K/V cache:
     /// n_heads·(qk_head_dim + v_head_dim).
     full_kv_per_token: i64,
 }
@@ -154,7 +163,7 @@ impl ModelCache {
             layers: caches(cfg.n_layers),
             mtp: caches(i64::from(drafting && cfg.mtp_depth > 0)),
             slots: batch * capacity,
-            full_kv_per_token: cfg.n_heads * (cfg.qk_head_dim() + cfg.v_head_dim),
+            full_kv_per_token: cfg.n_heads * (cfg.qk_head_dim() + cfg.value_head_dim()),
         }
     }
 

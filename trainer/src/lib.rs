@@ -1,9 +1,11 @@
-//! DeepSeek-V3 on libtorch (tch): the model (MLA, DeepSeekMoE, MTP) in small modules that read
-//! top to bottom like DeepSeek-V3 `inference/model.py`, and the pretraining machinery around it
+//! The DeepSeek family on libtorch (tch): the model (MLA or GQA, DeepSeekMoE or dense SwiGLU, MTP)
+//! in small modules that read top to bottom like DeepSeek-V3 `inference/model.py`, and the pretraining machinery around it
 //! (schedules, AdamW, checkpoints in the public tensor names, the training loop) apart from it.
 
 pub mod autocast;
+pub mod balance;
 pub mod block;
+pub mod capacity;
 pub mod checkpoint;
 pub mod config;
 mod cpp;
@@ -19,8 +21,10 @@ pub mod expert_parallel;
 pub mod experts;
 pub mod fp8;
 pub mod generate;
+pub mod gqa;
 pub mod host_memory;
 pub mod info;
+pub mod init_from;
 pub mod kv_cache;
 pub mod linear;
 pub mod mla;

@@ -243,7 +243,7 @@ impl Mla {
 
 /// Softmax over keys of `scores [b, s, h, t]` for new tokens at positions `start..start + s`:
 /// token i sees the cached positions t <= start + i.
-fn causal_softmax(scores: &Tensor, start: i64) -> Tensor {
+pub(crate) fn causal_softmax(scores: &Tensor, start: i64) -> Tensor {
     let (_, s, _, t) = scores.size4().expect("scores must be [b, s, h, t]");
     let device = scores.device();
     let key_pos = Tensor::arange(t, (Kind::Int64, device)).view([1, t]);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
 use crate::block::{Block, Ffn};
+use crate::capacity::exempt_sequences;
 use crate::config::ModelConfig;
 use crate::cross_entropy::{head_cross_entropy, IGNORE};
 use crate::expert_parallel::{ExpertGroup, ExpertShard};
@@ -41,6 +42,9 @@ pub struct LossWeights {
     pub mtp_lambda: f64,
     /// α: weight of the summed sequence-wise balance losses.
     pub balance_alpha: f64,
+    /// Drop MoE tokens beyond the config's capacity factor (training only: evaluation keeps
+    /// every token, as inference does).
+    pub drop_tokens: bool,
 }
 
 /// The pieces of one forward pass's objective.
@@ -54,6 +58,11 @@ pub struct Losses {
     pub mtp: Vec<Tensor>,
     /// Σ over MoE layers of the sequence-wise balance loss, before α (detached).
     pub balance: Tensor,
+    /// Σ over MoE layers of DeepSeek-V2's device-level and communication balance losses, with
+    /// their α2, α3 (detached).
+    pub device_comm: Tensor,
+    /// Token-to-expert assignments dropped for capacity by each MoE layer (int64 scalars).
+    pub dropped: Vec<Tensor>,
     /// Tokens per expert of every MoE layer, main layers then MTP blocks.
     pub loads: Vec<Tensor>,
 }
@@ -126,10 +135,15 @@ impl Model {
 
     /// Last hidden state before the final norm `[b, s, d]` and the MoE statistics of each layer.
     pub fn hidden(&self, tokens: &Tensor) -> (Tensor, Vec<MoeStats>) {
+        self.hidden_dropping(tokens, None)
+    }
+
+    /// `hidden`, dropping MoE tokens beyond capacity except in the `exempt` sequences when given.
+    fn hidden_dropping(&self, tokens: &Tensor, exempt: Option<&Tensor>) -> (Tensor, Vec<MoeStats>) {
         let mut h = self.embed(tokens);
         let mut stats = Vec::new();
         for layer in &self.layers {
-            let (next, s) = layer.forward(&h, &self.rope);
+            let (next, s) = layer.forward(&h, &self.rope, exempt);
             h = next;
             stats.extend(s);
         }
@@ -195,11 +209,15 @@ impl Model {
             self.cfg.max_seq_len
         );
         let target = |k: i64| Self::targets(tokens, doc_start, s, k);
-        let (mut h, mut stats) = self.hidden(&tokens.narrow(1, 0, s));
+        let inputs = tokens.narrow(1, 0, s);
+        let exempt = (weights.drop_tokens && self.cfg.capacity_factor > 0.0)
+            .then(|| exempt_sequences(&inputs));
+        let (mut h, mut stats) = self.hidden_dropping(&inputs, exempt.as_ref());
         let main = self.cross_entropy(&self.norm.forward(&h), &target(0));
         let mut mtp = Vec::new();
         for (k, module) in (1..).zip(&self.mtp) {
-            let (next, s_k) = module.forward(&h, &self.embed(&tokens.narrow(1, k, s)), &self.rope);
+            let next_embedding = self.embed(&tokens.narrow(1, k, s));
+            let (next, s_k) = module.forward(&h, &next_embedding, &self.rope, exempt.as_ref());
             h = next;
             stats.extend(s_k);
             let head_input = module.shared_head_norm.forward(&h);
@@ -208,14 +226,18 @@ impl Model {
         let zero = || Tensor::zeros([], (Kind::Float, self.device()));
         let mtp_sum = mtp.iter().fold(zero(), |a, b| a + b);
         let balance = stats.iter().fold(zero(), |a, s| a + &s.balance_loss);
+        let device_comm = stats.iter().fold(zero(), |a, s| a + &s.device_comm_loss);
         let total = &main
             + mtp_sum * (weights.mtp_lambda / depth.max(1) as f64)
-            + &balance * weights.balance_alpha;
+            + &balance * weights.balance_alpha
+            + &device_comm;
         Losses {
             total,
             main: main.detach(),
             mtp: mtp.iter().map(Tensor::detach).collect(),
             balance: balance.detach(),
+            device_comm: device_comm.detach(),
+            dropped: stats.iter().map(|s| s.dropped.shallow_clone()).collect(),
             loads: stats.into_iter().map(|s| s.load).collect(),
         }
     }
@@ -305,6 +327,7 @@ mod tests {
         let w = LossWeights {
             mtp_lambda: 0.3,
             balance_alpha: 1e-4,
+            drop_tokens: false,
         };
         let l = model.losses(&tokens, &doc_start, w);
         let uniform = (cfg.vocab_size as f64).ln();
@@ -334,6 +357,7 @@ mod tests {
         let w = LossWeights {
             mtp_lambda: 0.3,
             balance_alpha: 1e-4,
+            drop_tokens: false,
         };
         let mut run = |autograd_head: bool, autocast: bool| {
             model.autograd_head = autograd_head;
@@ -375,7 +399,8 @@ mod tests {
         let (full_logits, full_draft) = tch::no_grad(|| {
             let (h, _) = model.hidden(&inputs);
             let module = &model.mtp[0];
-            let (h_mtp, _) = module.forward(&h, &model.embed(&tokens.narrow(1, 1, s)), &model.rope);
+            let (h_mtp, _) =
+                module.forward(&h, &model.embed(&tokens.narrow(1, 1, s)), &model.rope, None);
             (
                 model.output_logits(&h),
                 model.head(&module.shared_head_norm.forward(&h_mtp)),
@@ -417,6 +442,33 @@ mod tests {
         }
     }
 
+    /// Grouped-query attention caches its KV heads only, and decoding through that cache gives
+    /// the full forward pass's logits.
+    #[test]
+    fn gqa_cached_decoding_matches_the_full_forward_pass() {
+        let mut cfg = crate::testing::repo_config("tiny-dense");
+        cfg.init_std = 0.1;
+        let (_vs, model) = build(&cfg);
+        let (b, s) = (2, 12);
+        let tokens = Tensor::randint(cfg.vocab_size, [b, s], (Kind::Int64, Device::Cpu));
+        let full = tch::no_grad(|| model.logits(&tokens));
+        let mut cache = ModelCache::new(&cfg, Layout::Latent, b, s, Device::Cpu, false);
+        let mut pos = 0;
+        let mut pieces = Vec::new();
+        for step in [5, 1, 1, 5] {
+            let h = tch::no_grad(|| model.decode(&tokens.narrow(1, pos, step), &mut cache));
+            pieces.push(model.output_logits(&h));
+            pos += step;
+        }
+        let err = (full - Tensor::cat(&pieces, 1))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(err < 1e-4, "max error {err}");
+        let kv_numbers = 2 * cfg.kv_heads() * cfg.qk_head_dim();
+        assert_eq!(cache.bytes(), 4 * kv_numbers * cfg.n_layers * b * s);
+    }
+
     #[test]
     fn targets_across_document_boundaries_are_masked() {
         let cfg = tiny_config();
@@ -424,6 +476,7 @@ mod tests {
         let w = LossWeights {
             mtp_lambda: 0.3,
             balance_alpha: 0.0,
+            drop_tokens: false,
         };
         // Width 10 with D = 1: inputs 0..8, main targets 1..=8, MTP targets 2..=9.
         let tokens = Tensor::randint(cfg.vocab_size, [1, 10], (Kind::Int64, Device::Cpu));

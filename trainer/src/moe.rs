@@ -2,11 +2,16 @@
 //! The gate picks top-k experts per token by `affinity + bias` within the best groups, weights them
 //! by the un-biased affinities, and the per-expert bias is nudged after each step toward balanced
 //! load (auxiliary-loss-free balancing); a small sequence-wise balance loss complements it.
+//! DeepSeek-V2's options are here too: device-limited routing, its device-level and communication
+//! balance losses (`balance`), and token dropping with a capacity factor while training
+//! (`capacity`).
 
 use std::sync::Arc;
 
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Kind, Tensor};
 
+use crate::balance::balance_losses;
+use crate::capacity::kept_assignments;
 use crate::config::{ModelConfig, ScoreFunc};
 use crate::expert_parallel::{ExpertGroup, ExpertShard};
 use crate::experts::{self, Dispatch, ExpertsPath};
@@ -25,7 +30,44 @@ pub struct Gate {
     top_k: i64,
     n_groups: i64,
     n_limited_groups: i64,
+    n_devices: i64,
+    n_limited_devices: i64,
     route_scale: f64,
+}
+
+/// How a group of experts is scored when routing may use only the best groups.
+#[derive(Clone, Copy)]
+enum GroupScore {
+    /// Sum of its two highest (biased) affinities: DeepSeek-V3's node-limited routing.
+    TopTwoSum,
+    /// Its highest affinity: DeepSeek-V2's device-limited routing (the M devices holding the
+    /// token's highest-affinity experts).
+    Max,
+}
+
+/// `choice [N, E]` with the experts outside each token's best `keep` of `groups` equal groups
+/// set to -inf (unchanged when every group is kept).
+fn limit_to_best_groups(choice: Tensor, groups: i64, keep: i64, score: GroupScore) -> Tensor {
+    if keep >= groups {
+        return choice;
+    }
+    let n = choice.size()[0];
+    let grouped = choice.view([n, groups, -1]);
+    let group_scores = match score {
+        GroupScore::TopTwoSum => {
+            grouped
+                .topk(2, -1, true, false)
+                .0
+                .sum_dim_intlist(-1, false, Kind::Float)
+        }
+        GroupScore::Max => grouped.amax(-1, false),
+    };
+    let kept = group_scores.topk(keep, -1, true, false).1;
+    let dropped =
+        Tensor::ones([n, groups], (Kind::Bool, choice.device())).scatter_value(1, &kept, 0);
+    grouped
+        .masked_fill(&dropped.unsqueeze(-1), f64::NEG_INFINITY)
+        .view([n, -1])
 }
 
 /// The routing decision for a batch of N tokens.
@@ -52,6 +94,8 @@ impl Gate {
             top_k: cfg.n_activated_experts,
             n_groups: cfg.n_expert_groups,
             n_limited_groups: cfg.n_limited_groups,
+            n_devices: cfg.n_devices,
+            n_limited_devices: cfg.n_limited_devices,
             route_scale: cfg.route_scale,
         }
     }
@@ -63,22 +107,18 @@ impl Gate {
             ScoreFunc::Softmax => logits.softmax(-1, Kind::Float),
             ScoreFunc::Sigmoid => logits.sigmoid(),
         };
-        let mut choice = &scores + &self.bias;
-        if self.n_groups > 1 {
-            let n = choice.size()[0];
-            let grouped = choice.view([n, self.n_groups, -1]);
-            let group_scores =
-                grouped
-                    .topk(2, -1, true, false)
-                    .0
-                    .sum_dim_intlist(-1, false, Kind::Float);
-            let kept = group_scores.topk(self.n_limited_groups, -1, true, false).1;
-            let dropped = Tensor::ones([n, self.n_groups], (Kind::Bool, x.device()))
-                .scatter_value(1, &kept, 0);
-            choice = grouped
-                .masked_fill(&dropped.unsqueeze(-1), f64::NEG_INFINITY)
-                .view([n, -1]);
-        }
+        let choice = limit_to_best_groups(
+            &scores + &self.bias,
+            self.n_groups,
+            self.n_limited_groups,
+            GroupScore::TopTwoSum,
+        );
+        let choice = limit_to_best_groups(
+            choice,
+            self.n_devices,
+            self.n_limited_devices,
+            GroupScore::Max,
+        );
         let indices = choice.topk(self.top_k, -1, true, false).1;
         let mut weights = scores.gather(1, &indices, false);
         if self.score_func == ScoreFunc::Sigmoid {
@@ -97,8 +137,14 @@ impl Gate {
 pub struct MoeStats {
     /// Tokens routed to each expert `[n_routed_experts]` (int64, no grad).
     pub load: Tensor,
-    /// Sequence-wise balance loss Σ_i f_i·P_i, averaged over sequences (before α).
+    /// Sequence-wise (V2: expert-level) balance loss Σ_i f_i·P_i, averaged over sequences
+    /// (before α).
     pub balance_loss: Tensor,
+    /// DeepSeek-V2's device-level and communication balance losses, already weighted by the
+    /// config's α2 and α3 (0 when both are off).
+    pub device_comm_loss: Tensor,
+    /// Token-to-expert assignments dropped for capacity (int64 scalar, no grad).
+    pub dropped: Tensor,
 }
 
 #[derive(Debug)]
@@ -111,6 +157,11 @@ pub struct Moe {
     pub experts_path: ExpertsPath,
     n_experts: i64,
     top_k: i64,
+    n_devices: i64,
+    n_limited_devices: i64,
+    capacity_factor: f64,
+    device_balance_alpha: f64,
+    comm_balance_alpha: f64,
     /// With expert parallelism: the EP group that holds the other experts.
     parallel: Option<Arc<ExpertGroup>>,
 }
@@ -152,6 +203,11 @@ impl Moe {
             experts_path: ExpertsPath::Auto,
             n_experts: cfg.n_routed_experts,
             top_k: cfg.n_activated_experts,
+            n_devices: cfg.n_devices,
+            n_limited_devices: cfg.n_limited_devices,
+            capacity_factor: cfg.capacity_factor,
+            device_balance_alpha: cfg.device_balance_alpha,
+            comm_balance_alpha: cfg.comm_balance_alpha,
             parallel: None,
         }
     }
@@ -163,11 +219,31 @@ impl Moe {
 
     /// `x` of shape `[batch, seq, dim]`. Token copies are sorted by expert so that each expert runs
     /// on a contiguous slice (see `experts`), then weighted and scattered back with `index_add`.
-    pub fn forward(&self, x: &Tensor) -> (Tensor, MoeStats) {
+    /// `exempt [batch]` marks the sequences never dropped when training with a capacity factor;
+    /// None (evaluation, inference) drops nothing.
+    pub fn forward(&self, x: &Tensor, exempt: Option<&Tensor>) -> (Tensor, MoeStats) {
         let (b, s, d) = x.size3().expect("moe input must be [batch, seq, dim]");
         let flat = x.view([b * s, d]);
         let routing = self.gate.forward(&flat);
-        let dispatch = Dispatch::new(&routing.indices, self.n_experts);
+        let all = routing.indices.view([-1]);
+        let load = all.bincount::<Tensor>(None, self.n_experts);
+        // The assignments (token-major: token t's j-th expert is t·K + j) that are computed.
+        let kept = match exempt {
+            Some(exempt) if self.capacity_factor > 0.0 => Some(kept_assignments(
+                &all,
+                &routing.scores.gather(1, &routing.indices, false).view([-1]),
+                &exempt
+                    .view([b, 1])
+                    .expand([b, s * self.top_k], false)
+                    .reshape([-1]),
+                self.n_devices,
+                self.n_experts / self.n_devices,
+                self.capacity_factor,
+            )),
+            _ => None,
+        };
+        let dispatch = Dispatch::new(&routing.indices, self.n_experts, kept.as_ref());
+        let dropped = Tensor::from(all.size()[0] - dispatch.token_of.size()[0]);
         let path = self
             .experts_path
             .resolve(x.device(), &self.experts[0].gate_proj.precision);
@@ -180,34 +256,25 @@ impl Moe {
             None => experts::forward(path, &self.experts, &sorted, &dispatch.load),
         };
         let y = dispatch.combine(&routed, &routing.weights, b * s);
-        let load = dispatch.load;
         let y = match &self.shared_experts {
             Some(shared) => y + shared.forward(&flat),
             None => y,
         };
-        let balance_loss = self.sequence_balance_loss(&routing, b, s, x.device());
-        (y.view([b, s, d]), MoeStats { load, balance_loss })
-    }
-
-    /// Σ_i f_i·P_i per sequence with f_i = N_r/(K_r·T)·(tokens of the sequence sent to i) and
-    /// P_i = mean over the sequence of s_i/Σ_j s_j; mean over the batch.
-    fn sequence_balance_loss(&self, routing: &Routing, b: i64, s: i64, device: Device) -> Tensor {
-        let scores = routing.scores.view([b, s, self.n_experts]);
-        let probs = (&scores / scores.sum_dim_intlist(-1, true, Kind::Float)).mean_dim(
-            1,
-            false,
-            Kind::Float,
+        let losses = balance_losses(
+            &routing.scores,
+            &routing.indices,
+            b,
+            self.n_devices,
+            self.n_limited_devices,
         );
-        let picks = routing.indices.view([b, s * self.top_k]);
-        let counts = Tensor::zeros([b, self.n_experts], (Kind::Float, device)).scatter_add(
-            1,
-            &picks,
-            &Tensor::ones([b, s * self.top_k], (Kind::Float, device)),
-        );
-        let f = counts * (self.n_experts as f64 / (self.top_k * s) as f64);
-        (f * probs)
-            .sum_dim_intlist(-1, false, Kind::Float)
-            .mean(Kind::Float)
+        let stats = MoeStats {
+            load,
+            balance_loss: losses.expert,
+            device_comm_loss: losses.device * self.device_balance_alpha
+                + losses.comm * self.comm_balance_alpha,
+            dropped,
+        };
+        (y.view([b, s, d]), stats)
     }
 }
 
@@ -225,6 +292,8 @@ pub fn update_bias(bias: &mut Tensor, load: &Tensor, gamma: f64) {
 
 #[cfg(test)]
 mod tests {
+    use tch::Device;
+
     use super::*;
     use crate::testing::tiny_config;
 
@@ -315,7 +384,7 @@ mod tests {
             ExpertShard::all(cfg.n_routed_experts),
         );
         let x = Tensor::randn([2, 9, cfg.dim], (Kind::Float, Device::Cpu));
-        let (y, stats) = moe.forward(&x);
+        let (y, stats) = moe.forward(&x, None);
         let flat = x.view([18, cfg.dim]);
         let r = moe.gate.forward(&flat);
         let idx = Vec::<Vec<i64>>::try_from(&r.indices).unwrap();
@@ -355,9 +424,111 @@ mod tests {
             let _ = moe.gate.weight.shallow_clone().zero_();
         });
         // Equal scores: P_i = 1/8; ties route every token to the same 2 experts: f = 4 for those.
-        let (_, stats) = moe.forward(&Tensor::ones([1, 4, 8], (Kind::Float, Device::Cpu)));
+        let (_, stats) = moe.forward(&Tensor::ones([1, 4, 8], (Kind::Float, Device::Cpu)), None);
         let loss = stats.balance_loss.double_value(&[]);
         assert!((loss - 1.0).abs() < 1e-6, "{loss}");
+    }
+
+    #[test]
+    fn device_limited_routing_follows_the_device_of_the_best_expert() {
+        // 4 devices of 2 experts, M = 1: device 1 holds the best expert (logit 3), so both
+        // choices come from it, even expert 3 (logit -5). V3's node-limited scoring (sum of the
+        // top two) would have kept group 0 instead (see the test above).
+        let mut cfg = routing_config();
+        (cfg.n_expert_groups, cfg.n_limited_groups) = (1, 1);
+        (cfg.n_devices, cfg.n_limited_devices) = (4, 1);
+        let logits = logits_weight(&[2.0, 2.0, 3.0, -5.0, 1.0, 1.0, -5.0, -5.0]);
+        let (idx, _) = route(&gate_with(&cfg, &logits, &[0.0; 8]));
+        assert_eq!(idx, vec![2, 3]);
+        cfg.n_limited_devices = 2;
+        let (idx, _) = route(&gate_with(&cfg, &logits, &[0.0; 8]));
+        assert_eq!(
+            idx,
+            vec![0, 2],
+            "devices 1 and 0 reachable: the best two experts"
+        );
+    }
+
+    /// A router skewed toward experts 0 and 1 (device 0 of 4) with capacity factor 1: each device
+    /// computes at most its share of the assignments, the highest-affinity ones; a token whose
+    /// experts were all dropped gets only the shared experts (the block adds the residual), and
+    /// an exempt sequence loses nothing.
+    #[test]
+    fn capacity_factor_drops_the_lowest_affinities_beyond_capacity() {
+        let mut cfg = tiny_config();
+        (cfg.n_expert_groups, cfg.n_limited_groups) = (1, 1);
+        (cfg.n_devices, cfg.n_limited_devices) = (4, 4);
+        cfg.score_func = ScoreFunc::Softmax;
+        cfg.capacity_factor = 1.0;
+        cfg.init_std = 0.1;
+        tch::manual_seed(8);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let moe = Moe::new(
+            vs.root() / "mlp",
+            &cfg,
+            &Precision::Fp32,
+            ExpertShard::all(cfg.n_routed_experts),
+        );
+        tch::no_grad(|| {
+            let _ = moe.gate.weight.narrow(0, 0, 2).g_add_scalar_(0.05);
+        });
+        let (b, s, k) = (4, 8, cfg.n_activated_experts);
+        let x = Tensor::randn([b, s, cfg.dim], (Kind::Float, Device::Cpu)) + 1.0;
+        let flat = x.view([b * s, cfg.dim]);
+        let r = moe.gate.forward(&flat);
+        let idx = Vec::<Vec<i64>>::try_from(&r.indices).unwrap();
+        let affinity = Vec::<Vec<f32>>::try_from(&r.scores.gather(1, &r.indices, false)).unwrap();
+        let capacity = (b * s * k / 4) as usize;
+        // Reference: per device, its assignments by decreasing affinity, the first `capacity` kept.
+        let mut kept = vec![vec![false; k as usize]; (b * s) as usize];
+        let mut expected_dropped = 0;
+        for device in 0..4 {
+            let mut on: Vec<(usize, usize)> = (0..idx.len())
+                .flat_map(|t| (0..k as usize).map(move |j| (t, j)))
+                .filter(|&(t, j)| idx[t][j] / 2 == device)
+                .collect();
+            on.sort_by(|a, b| affinity[b.0][b.1].total_cmp(&affinity[a.0][a.1]));
+            on.iter()
+                .take(capacity)
+                .for_each(|&(t, j)| kept[t][j] = true);
+            expected_dropped += on.len().saturating_sub(capacity);
+        }
+        assert!(
+            expected_dropped > 0,
+            "the router is not skewed enough to drop"
+        );
+
+        let none = Tensor::zeros([b], (Kind::Bool, Device::Cpu));
+        let (y, stats) = tch::no_grad(|| moe.forward(&x, Some(&none)));
+        assert_eq!(stats.dropped.int64_value(&[]), expected_dropped as i64);
+        let y = y.view([b * s, cfg.dim]);
+        let shared = moe.shared_experts.as_ref().unwrap();
+        let mut fully_dropped = 0;
+        for (t, chosen) in idx.iter().enumerate() {
+            let token = flat.get(t as i64).unsqueeze(0);
+            let reference = chosen.iter().enumerate().filter(|(j, _)| kept[t][*j]).fold(
+                shared.forward(&token),
+                |out, (j, &e)| {
+                    let w = r.weights.get(t as i64).get(j as i64);
+                    out + moe.experts[e as usize].forward(&token) * w
+                },
+            );
+            fully_dropped += usize::from(kept[t].iter().all(|k| !k));
+            let err = (y.get(t as i64) - reference.squeeze()).abs().max();
+            assert!(err.double_value(&[]) < 1e-5, "token {t}");
+        }
+        assert!(fully_dropped > 0, "no token lost all its experts");
+
+        let (undropped, stats) = tch::no_grad(|| moe.forward(&x, None));
+        assert_eq!(
+            stats.dropped.int64_value(&[]),
+            0,
+            "no dropping outside training"
+        );
+        let exempt = Tensor::from_slice(&[true, false, false, false]);
+        let (y, _) = tch::no_grad(|| moe.forward(&x, Some(&exempt)));
+        let err = (y.get(0) - undropped.get(0)).abs().max().double_value(&[]);
+        assert!(err < 1e-6, "the exempt sequence lost assignments: {err}");
     }
 
     #[test]
@@ -393,14 +564,14 @@ mod tests {
         });
         let x = Tensor::randn([8, 64, cfg.dim], (Kind::Float, Device::Cpu)) + 1.0;
         let imbalance = |moe: &Moe| {
-            let (_, stats) = tch::no_grad(|| moe.forward(&x));
+            let (_, stats) = tch::no_grad(|| moe.forward(&x, None));
             let load = stats.load.to_kind(Kind::Float);
             (load.max() / load.mean(Kind::Float)).double_value(&[])
         };
         let before = imbalance(&moe);
         // A coarse γ to undo the skew fast, then a fine one to settle.
         for gamma in [0.01; 300].into_iter().chain([0.001; 200]) {
-            let (_, stats) = tch::no_grad(|| moe.forward(&x));
+            let (_, stats) = tch::no_grad(|| moe.forward(&x, None));
             update_bias(&mut moe.gate.bias, &stats.load, gamma);
         }
         let after = imbalance(&moe);

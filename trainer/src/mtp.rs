@@ -64,9 +64,10 @@ impl MtpModule {
         prev_hidden: &Tensor,
         next_embedding: &Tensor,
         rope: &Rope,
+        exempt: Option<&Tensor>,
     ) -> (Tensor, Option<MoeStats>) {
         self.block
-            .forward(&self.join(prev_hidden, next_embedding), rope)
+            .forward(&self.join(prev_hidden, next_embedding), rope, exempt)
     }
 
     /// `forward` for new positions after those held in `cache` (drafting while decoding).

@@ -1,25 +1,35 @@
-//! Rotary position embedding for the decoupled RoPE parts of queries and keys, with YaRN frequency
-//! interpolation when the model is trained beyond its original context (DeepSeek-V3
-//! `precompute_freqs_cis`). Pairs are adjacent elements `(x[2i], x[2i+1])`, as in DeepSeek's
-//! `view_as_complex` (transformers calls this `rope_interleave`).
+//! Rotary position embedding for the decoupled RoPE parts of MLA's queries and keys (or the whole
+//! heads of grouped-query attention), with YaRN frequency interpolation when the model is trained
+//! beyond its original context (DeepSeek-V3 `precompute_freqs_cis`).
 
 use std::f64::consts::PI;
 
 use tch::{Device, Tensor};
 
-use crate::config::ModelConfig;
+use crate::config::{AttentionKind, ModelConfig};
 
-/// Precomputed cos/sin tables of shape `[max_seq_len, qk_rope_head_dim / 2]`.
+/// Which elements of a head form the rotated pairs. The two layouts are the same rotation up to a
+/// fixed permutation of the projection's output rows, so each follows its public checkpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pairing {
+    /// `(x[2i], x[2i+1])`, DeepSeek-V2/V3's `view_as_complex` (transformers: `rope_interleave`).
+    Interleaved,
+    /// `(x[i], x[i + d/2])`, Llama's `rotate_half`, in which DeepSeek LLM was released.
+    Halves,
+}
+
+/// Precomputed cos/sin tables of shape `[max_seq_len, rope_dim / 2]`.
 #[derive(Debug)]
 pub struct Rope {
     cos: Tensor,
     sin: Tensor,
+    pairing: Pairing,
 }
 
 /// Rotation frequency of each pair, YaRN-corrected when `max_seq_len > original_seq_len`.
 pub fn frequencies(cfg: &ModelConfig) -> Vec<f64> {
-    let dim = cfg.qk_rope_head_dim as f64;
-    let half = (cfg.qk_rope_head_dim / 2) as usize;
+    let dim = cfg.rope_dim() as f64;
+    let half = (cfg.rope_dim() / 2) as usize;
     let base = cfg.rope_theta;
     let mut freqs: Vec<f64> = (0..half)
         .map(|i| 1.0 / base.powf(2.0 * i as f64 / dim))
@@ -53,9 +63,14 @@ impl Rope {
         let angles = Tensor::from_slice(&angles)
             .view([cfg.max_seq_len, half])
             .to_device(device);
+        let pairing = match cfg.attention {
+            AttentionKind::Mla => Pairing::Interleaved,
+            AttentionKind::Gqa => Pairing::Halves,
+        };
         Self {
             cos: angles.cos(),
             sin: angles.sin(),
+            pairing,
         }
     }
 
@@ -70,8 +85,13 @@ impl Rope {
         let (b, s, h, d) = x
             .size4()
             .expect("rope input must be [batch, seq, heads, dim]");
-        let pairs = x.view([b, s, h, d / 2, 2]);
-        let (re, im) = (pairs.select(-1, 0), pairs.select(-1, 1));
+        let (re, im) = match self.pairing {
+            Pairing::Interleaved => {
+                let pairs = x.view([b, s, h, d / 2, 2]);
+                (pairs.select(-1, 0), pairs.select(-1, 1))
+            }
+            Pairing::Halves => (x.narrow(-1, 0, d / 2), x.narrow(-1, d / 2, d / 2)),
+        };
         let cos = self
             .cos
             .narrow(0, start, s)
@@ -84,7 +104,10 @@ impl Rope {
             .to_kind(x.kind());
         let out_re = &re * &cos - &im * &sin;
         let out_im = &re * &sin + &im * &cos;
-        Tensor::stack(&[out_re, out_im], -1).view([b, s, h, d])
+        match self.pairing {
+            Pairing::Interleaved => Tensor::stack(&[out_re, out_im], -1).view([b, s, h, d]),
+            Pairing::Halves => Tensor::cat(&[out_re, out_im], -1),
+        }
     }
 }
 

@@ -24,6 +24,7 @@ use crate::eval::{EvalConfig, ValidationSet};
 use crate::expert_parallel::ExpertLayout;
 use crate::experts::ExpertsPath;
 use crate::info::model_info;
+use crate::init_from::{self, InitFrom, OptimizerStart, Origin};
 use crate::linear::Precision;
 use crate::train::{resume_point, MetricsLog, NonFiniteLoss, StepMetrics, TrainConfig, Trainer};
 
@@ -68,6 +69,8 @@ pub struct RunOptions {
     /// Held-out shards scored every `eval_every` steps and at the end (None: the `val/`
     /// directory `whale shard --val-fraction` writes inside the training shards, if there).
     pub val_shards: Option<PathBuf>,
+    /// Start a new phase from another run's checkpoint (ignored when resuming this run).
+    pub init_from: Option<InitFrom>,
 }
 
 /// The one-line result of a run.
@@ -76,6 +79,8 @@ pub struct RunSummary {
     pub steps: u64,
     pub tokens: u64,
     pub resumed_from_step: Option<u64>,
+    /// The earlier phase's checkpoint the run started from (`--init-from`).
+    pub init_from: Option<Origin>,
     pub first_loss: Option<f64>,
     pub final_loss: Option<f64>,
     pub final_main_loss: Option<f64>,
@@ -219,6 +224,7 @@ fn write_manifest(
         "device": format!("{:?}", opts.device),
         "world_size": trainer.world_size(),
         "precision": format!("{:?}", opts.precision),
+        "init_from": trainer.origin,
         "status": if summary.is_some() { "done" } else { "running" },
         "summary": summary,
     });
@@ -294,8 +300,28 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     let (mut source, tokenizer_hash) =
         open_data(opts, &model_cfg, &train_cfg, saved.as_ref().map(|(_, s)| s))?;
     let validation = open_validation(opts, &model_cfg, &train_cfg, tokenizer_hash)?;
-    if let Some((dir, state)) = &saved {
-        trainer.restore(dir, state)?;
+    match (&saved, &opts.init_from) {
+        (Some((dir, state)), _) => trainer.restore(dir, state)?,
+        (None, Some(init)) => {
+            let source = checkpoint::read_state(&init.checkpoint).with_context(|| {
+                format!(
+                    "--init-from {} is not a checkpoint: pass RUN/checkpoints/step-N of the earlier run",
+                    init.checkpoint.display()
+                )
+            })?;
+            trainer.start_from(Origin {
+                checkpoint: init.checkpoint.clone(),
+                step: source.step,
+                model: source.model.name.clone(),
+                optimizer: if init.keep_optimizer {
+                    OptimizerStart::Kept
+                } else {
+                    OptimizerStart::Fresh
+                },
+            })?;
+            init_from::check(&init.checkpoint, &source, &model_cfg)?;
+        }
+        (None, None) => {}
     }
     if let Some(place) = &opts.placement {
         let backend = match opts.device {
@@ -391,6 +417,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         steps: trainer.step,
         tokens: trainer.tokens,
         resumed_from_step,
+        init_from: trainer.origin.clone(),
         first_loss: first.as_ref().map(|m| m.loss),
         final_loss: last.as_ref().map(|m| m.loss),
         final_main_loss: last.as_ref().map(|m| m.main_loss),
@@ -523,6 +550,7 @@ mod tests {
             placement: None,
             dist_timeout: Duration::from_secs(60),
             val_shards: None,
+            init_from: None,
         }
     }
 

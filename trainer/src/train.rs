@@ -18,6 +18,7 @@ use crate::data_parallel::{DataParallel, DistributedConfig, StepStats};
 use crate::dist::ProcessGroup;
 use crate::eval::{EvalReport, ValidationSet};
 use crate::expert_parallel::ExpertLayout;
+use crate::init_from::{OptimizerStart, Origin};
 use crate::linear::Precision;
 use crate::model::{LossWeights, Model};
 use crate::moe::update_bias;
@@ -94,6 +95,9 @@ pub struct StepMetrics {
     /// Mean over MTP depths (0 without MTP).
     pub mtp_loss: f64,
     pub balance_loss: f64,
+    /// DeepSeek-V2's device-level and communication balance losses, weighted by their α.
+    #[serde(default)]
+    pub device_comm_balance_loss: f64,
     pub lr: f64,
     pub grad_norm: f64,
     pub mtp_lambda: f64,
@@ -102,6 +106,10 @@ pub struct StepMetrics {
     pub batch_sequences: u64,
     /// max/mean tokens per expert for each MoE layer (1.0 = perfectly balanced).
     pub expert_load: Vec<f64>,
+    /// Token-to-expert assignments each MoE layer dropped for capacity during the step (all
+    /// micro-batches and ranks); empty without MoE.
+    #[serde(default)]
+    pub dropped_tokens: Vec<u64>,
     pub step_seconds: f64,
     pub tokens_per_second: f64,
     /// Model FLOPs utilization, when the accelerator's peak is known.
@@ -141,6 +149,8 @@ pub struct Trainer {
     layout: ExpertLayout,
     /// The data-parallel group this rank trains in (None: a single process).
     parallel: Option<DataParallel>,
+    /// The earlier phase this run started from (`--init-from`).
+    pub origin: Option<Origin>,
 }
 
 /// The loss of a step was NaN or infinite.
@@ -201,6 +211,7 @@ impl Trainer {
             autocast,
             layout,
             parallel: None,
+            origin: None,
         })
     }
 
@@ -291,9 +302,12 @@ impl Trainer {
         let weights = LossWeights {
             mtp_lambda: self.cfg.mtp_lambda.value(progress),
             balance_alpha: self.cfg.balance_alpha,
+            drop_tokens: true,
         };
         let (mut loss, mut main, mut mtp, mut balance) = (0.0, 0.0, 0.0, 0.0);
+        let mut device_comm = 0.0;
         let mut loads: Vec<Tensor> = Vec::new();
+        let mut dropped = Tensor::zeros([0], (Kind::Int64, Device::Cpu));
         for _ in 0..accumulation {
             let batch = source.next_batch()?;
             let (tokens, doc_start) = self.to_tensors(&batch.tokens, &batch.doc_start)?;
@@ -305,6 +319,15 @@ impl Trainer {
             loss += losses.total.double_value(&[]) / n;
             main += losses.main.double_value(&[]) / n;
             balance += losses.balance.double_value(&[]) / n;
+            device_comm += losses.device_comm.double_value(&[]) / n;
+            if !losses.dropped.is_empty() {
+                let per_layer = Tensor::stack(&losses.dropped, 0).to_device(Device::Cpu);
+                dropped = if dropped.numel() == 0 {
+                    per_layer
+                } else {
+                    dropped + per_layer
+                };
+            }
             if !losses.mtp.is_empty() {
                 mtp += losses.mtp.iter().map(|t| t.double_value(&[])).sum::<f64>()
                     / (losses.mtp.len() as f64 * n);
@@ -321,13 +344,15 @@ impl Trainer {
         }
         let anywhere = match &self.parallel {
             Some(dp) => {
+                // The dropped counts ride with the loads: both are summed over the ranks.
                 let mut stats = StepStats {
-                    means: vec![loss, main, mtp, balance],
-                    loads,
+                    means: vec![loss, main, mtp, balance, device_comm],
+                    loads: loads.into_iter().chain([dropped]).collect(),
                 };
                 let anywhere = dp.reduce_stats(&mut stats)?;
                 let m = &stats.means;
-                (loss, main, mtp, balance) = (m[0], m[1], m[2], m[3]);
+                (loss, main, mtp, balance, device_comm) = (m[0], m[1], m[2], m[3], m[4]);
+                dropped = stats.loads.pop().expect("the dropped counts");
                 loads = stats.loads;
                 Some(anywhere)
             }
@@ -371,12 +396,17 @@ impl Trainer {
             main_loss: main,
             mtp_loss: mtp,
             balance_loss: balance,
+            device_comm_balance_loss: device_comm,
             lr,
             grad_norm,
             mtp_lambda: weights.mtp_lambda,
             bias_gamma: gamma,
             batch_sequences: step_sequences,
             expert_load,
+            dropped_tokens: Vec::<i64>::try_from(&dropped)?
+                .into_iter()
+                .map(|n| n as u64)
+                .collect(),
             step_seconds,
             tokens_per_second: step_tokens as f64 / step_seconds.max(1e-9),
             mfu: None,
@@ -427,6 +457,7 @@ impl Trainer {
             train: self.cfg.clone(),
             data,
             tokenizer_hash,
+            init_from: self.origin.clone(),
         }
     }
 
@@ -456,6 +487,24 @@ impl Trainer {
         checkpoint::restore(dir, &self.vs, &mut self.optimizer, state)?;
         self.step = state.step;
         self.tokens = state.tokens;
+        self.origin = state.init_from.clone();
+        Ok(())
+    }
+
+    /// Starts a new phase from the weights of the checkpoint `origin` names (and its moments when
+    /// kept); step, tokens and schedules start from zero. Every tensor must keep its shape.
+    pub fn start_from(&mut self, origin: Origin) -> Result<()> {
+        let weights = origin.checkpoint.join("model.safetensors");
+        checkpoint::load_weights(&self.vs, &weights).with_context(|| {
+            format!(
+                "--init-from {}: a new phase keeps every tensor's shape (only max_seq_len and the YaRN fields may change)",
+                origin.checkpoint.display()
+            )
+        })?;
+        if origin.optimizer == OptimizerStart::Kept {
+            checkpoint::load_moments(&origin.checkpoint, &mut self.optimizer, origin.step)?;
+        }
+        self.origin = Some(origin);
         Ok(())
     }
 }

@@ -84,6 +84,166 @@ fn model_info_reports_deepseek_v3_sizes() {
     assert!(text.contains("KV cache/token"), "{text}");
 }
 
+#[test]
+fn model_info_reports_deepseek_llm_sizes() {
+    let info = |name: &str| -> serde_json::Value {
+        let config = format!("configs/model/{name}.toml");
+        serde_json::from_slice(&whale(&["model", "info", &config, "--json"]).stdout).unwrap()
+    };
+    let (i7, i67) = (info("deepseek-llm-7b"), info("deepseek-llm-67b"));
+    let billions = |i: &serde_json::Value| i["total_params"].as_f64().unwrap() / 1e9;
+    assert!((6.85..6.95).contains(&billions(&i7)), "{i7}");
+    assert!((67.35..67.45).contains(&billions(&i67)), "{i67}");
+    assert_eq!(i67["attention"], "GQA-8");
+    let text =
+        String::from_utf8(whale(&["model", "info", "configs/model/deepseek-llm-67b.toml"]).stdout)
+            .unwrap();
+    assert!(text.contains("KV cache/token GQA-8 "), "{text}");
+}
+
+/// Every tensor of a safetensors file, by name.
+fn tensors(path: &Path) -> std::collections::BTreeMap<String, tch::Tensor> {
+    tch::Tensor::read_safetensors(path)
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// Phase 1 at 64 tokens, then `--init-from` its checkpoint with the YaRN config at 256 tokens:
+/// phase 2 starts from exactly phase 1's weights (and moments only with --keep-optimizer),
+/// trains at the long context, records its origin, and exports YaRN to transformers' config.
+#[test]
+fn init_from_starts_a_yarn_phase_from_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |p: &str| dir.path().join(p).to_str().unwrap().to_string();
+    let dense = ["--model", "configs/model/tiny-dense.toml"];
+    train(
+        Path::new(&path("phase1")),
+        &[&dense[..], &["--steps", "3"]].concat(),
+    );
+    let ckpt = path("phase1/checkpoints/step-00000003");
+    let phase2 = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--init-from",
+            &ckpt,
+            "--model",
+            "configs/model/tiny-dense-yarn.toml",
+            "--config",
+            "configs/train-extend.toml",
+        ];
+        args.extend_from_slice(extra);
+        train(Path::new(&path(out)), &args)
+    };
+
+    let start = |run: &str| format!("{}/checkpoints/step-00000000", path(run));
+    for (run, keep) in [("fresh", false), ("kept", true)] {
+        let flags: &[&str] = if keep {
+            &["--steps", "0", "--keep-optimizer"]
+        } else {
+            &["--steps", "0"]
+        };
+        let s = phase2(run, flags);
+        assert_eq!(s["init_from"]["optimizer"], run, "{s}");
+        let (before, after) = (
+            tensors(&Path::new(&ckpt).join("model.safetensors")),
+            tensors(&Path::new(&start(run)).join("model.safetensors")),
+        );
+        assert_eq!(
+            before.keys().collect::<Vec<_>>(),
+            after.keys().collect::<Vec<_>>()
+        );
+        for (name, t) in &before {
+            assert!(t.equal(&after[name]), "{run}: {name} differs from phase 1");
+        }
+        let moments = tensors(&Path::new(&start(run)).join("optimizer.safetensors"));
+        let phase1_moments = tensors(&Path::new(&ckpt).join("optimizer.safetensors"));
+        for (name, m) in &moments {
+            let same = m.equal(&phase1_moments[name]);
+            let zero = m.abs().max().double_value(&[]) == 0.0;
+            assert!(if keep { same } else { zero }, "{run}: moment {name}");
+        }
+    }
+
+    let s = phase2("trained", &["--steps", "2"]);
+    assert_eq!(s["steps"], 2);
+    assert_eq!(
+        s["tokens"],
+        2 * 16 * 256,
+        "16 sequences of 256 tokens per step"
+    );
+    let last = Path::new(&path("trained")).join("checkpoints/step-00000002");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(last.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["init_from"]["step"], 3);
+    assert_eq!(state["init_from"]["model"], "tiny-dense");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(last.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "LlamaForCausalLM");
+    assert_eq!(config["rope_scaling"]["rope_type"], "yarn");
+    assert_eq!(config["max_position_embeddings"], 256);
+
+    // A model whose tensors differ in shape is refused, naming the tensor and both shapes.
+    let narrower = dir.path().join("narrower.toml");
+    let yarn = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/model/tiny-dense-yarn.toml");
+    let text = std::fs::read_to_string(yarn)
+        .unwrap()
+        .replace("inter_dim = 192", "inter_dim = 128");
+    std::fs::write(&narrower, text).unwrap();
+    let out = common::run(&[
+        "train",
+        "--synthetic",
+        "--out",
+        &path("refused"),
+        "--init-from",
+        &ckpt,
+        "--model",
+        narrower.to_str().unwrap(),
+        "--config",
+        "configs/train-extend.toml",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("model.layers.0.mlp.down_proj.weight"), "{err}");
+    assert!(
+        err.contains("[64, 192]") && err.contains("[64, 128]"),
+        "{err}"
+    );
+}
+
+/// DeepSeek-V2's options in a real run: every step reports the assignments its MoE layer dropped
+/// for capacity, and the objective includes the device-level and communication losses.
+#[test]
+fn v2_moe_options_train_and_report_dropped_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("v2");
+    let s = train(
+        &run,
+        &["--model", "configs/model/tiny-v2.toml", "--steps", "3"],
+    );
+    assert_eq!(s["steps"], 3);
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let mut dropped = 0;
+    for line in text.lines() {
+        let m: serde_json::Value = serde_json::from_str(line).unwrap();
+        let per_layer = m["dropped_tokens"].as_array().unwrap();
+        assert_eq!(per_layer.len(), 1, "one MoE layer: {m}");
+        let assignments = m["batch_sequences"].as_u64().unwrap() * 64 * 2;
+        dropped += per_layer[0].as_u64().unwrap();
+        assert!(per_layer[0].as_u64().unwrap() < assignments / 2, "{m}");
+        let device_comm = m["device_comm_balance_loss"].as_f64().unwrap();
+        // V2's losses are near 1 each: α2·L_dev + α3·L_comm ≈ 0.05 + 0.02.
+        assert!((0.05..0.1).contains(&device_comm), "{m}");
+        let parts = m["main_loss"].as_f64().unwrap()
+            + 1e-4 * m["balance_loss"].as_f64().unwrap()
+            + device_comm;
+        assert!((m["loss"].as_f64().unwrap() - parts).abs() < 1e-5, "{m}");
+    }
+    assert!(
+        dropped > 0,
+        "capacity factor 1 dropped nothing in 3 steps:\n{text}"
+    );
+}
+
 /// `--device cuda` where libtorch sees no GPU stops before any work and says what to do instead;
 /// on a machine with a GPU the same command trains its one step.
 #[test]

@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use trainer::config::ModelConfig;
 use trainer::dist::Placement;
 use trainer::experts::ExpertsPath;
+use trainer::init_from::InitFrom;
 use trainer::linear::Precision;
 use trainer::run::{pick_device, rank_device, run as run_training, DataSpec, RunOptions};
 use trainer::train::TrainConfig;
@@ -54,6 +55,17 @@ pub struct Args {
     /// (--model and --config are then ignored). Without checkpoints, starts fresh.
     #[arg(long)]
     resume: bool,
+    /// Start a new training phase from another run's checkpoint (RUN/checkpoints/step-N): its
+    /// weights, with this run's --model and --config (e.g. a longer max_seq_len with YaRN) and a
+    /// fresh step count, LR schedule and data order. The model config may differ only in
+    /// max_seq_len and the YaRN fields, every tensor keeping its shape. With --resume and
+    /// checkpoints already in --out, the run continues from those instead.
+    #[arg(long, value_name = "CHECKPOINT")]
+    init_from: Option<PathBuf>,
+    /// With --init-from, carry over the checkpoint's AdamW moments and step count; without it the
+    /// optimizer starts fresh (zero moments), as a new LR warmup expects.
+    #[arg(long, requires = "init_from")]
+    keep_optimizer: bool,
     /// auto (CUDA when libtorch sees a GPU), cpu or cuda.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -205,6 +217,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         placement,
         dist_timeout: Duration::from_secs(args.dist_timeout),
         val_shards: args.val_shards,
+        init_from: args.init_from.map(|checkpoint| InitFrom {
+            checkpoint,
+            keep_optimizer: args.keep_optimizer,
+        }),
     };
     let s = run_training(&opts)?;
     if !leader {
@@ -226,6 +242,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let resumed = s
             .resumed_from_step
             .map(|r| format!(" (resumed at step {r})"))
+            .or_else(|| {
+                opts.init_from.as_ref().map(|i| {
+                    let optimizer = if i.keep_optimizer { "kept" } else { "fresh" };
+                    format!(" (from {}, optimizer {optimizer})", i.checkpoint.display())
+                })
+            })
             .unwrap_or_default();
         let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
         let val = s
