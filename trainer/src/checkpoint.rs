@@ -199,7 +199,8 @@ fn deepseek_v3_config(cfg: &ModelConfig) -> serde_json::Value {
         "topk_method": "noaux_tc",
         "scoring_func": match cfg.score_func { ScoreFunc::Sigmoid => "sigmoid", ScoreFunc::Softmax => "softmax" },
         "norm_topk_prob": cfg.score_func == ScoreFunc::Sigmoid,
-        "first_k_dense_replace": cfg.n_dense_layers,
+        // Leading dense layers: all of them with ffn = "dense".
+        "first_k_dense_replace": (0..cfg.n_layers).take_while(|&i| !cfg.is_moe_layer(i)).count(),
         "moe_layer_freq": 1,
         "q_lora_rank": (cfg.q_lora_rank > 0).then_some(cfg.q_lora_rank),
         "kv_lora_rank": cfg.kv_lora_rank,
@@ -396,6 +397,9 @@ mod tests {
         assert_eq!(v3["first_k_dense_replace"], 3);
         assert_eq!(v3["q_lora_rank"], 1536);
         assert_eq!(v3["rope_scaling"]["factor"], 40.0);
+        let mut dense_mla = repo_config("tiny");
+        dense_mla.ffn = crate::config::FfnKind::Dense;
+        assert_eq!(hf_config(&dense_mla)["first_k_dense_replace"], 2);
         let lite = hf_config(&repo_config("deepseek-v2-lite"));
         assert!(lite["q_lora_rank"].is_null());
         assert!(lite["rope_scaling"].is_null());

@@ -386,6 +386,7 @@ mod tests {
             "deepseek-llm-67b",
             "deepseek-v2-lite",
             "deepseek-v2",
+            "deepseek-v2-128k",
             "deepseek-v3",
         ] {
             repo_config(name);

@@ -160,7 +160,7 @@ mod tests {
     }
 
     #[test]
-    fn the_demo_pair_is_a_valid_extension() {
+    fn the_demo_pair_and_v2s_extension_are_valid() {
         let phase1 = state(repo_config("tiny-dense"), 64);
         check(Path::new("ckpt"), &phase1, &repo_config("tiny-dense-yarn")).unwrap();
         // And a further YaRN phase that only grows the context (V3's second phase).
@@ -168,6 +168,9 @@ mod tests {
         longer.max_seq_len = 1024;
         let phase2 = state(repo_config("tiny-dense-yarn"), 256);
         check(Path::new("ckpt"), &phase2, &longer).unwrap();
+        // DeepSeek-V2's own extension: 4K pretraining, then YaRN (s = 40) at 32K.
+        let v2 = state(repo_config("deepseek-v2"), 4096);
+        check(Path::new("ckpt"), &v2, &repo_config("deepseek-v2-128k")).unwrap();
     }
 
     #[test]

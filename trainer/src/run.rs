@@ -257,8 +257,14 @@ fn describe(m: &StepMetrics) -> String {
         .val_loss
         .map(|v| format!(" val {v:.4}"))
         .unwrap_or_default();
+    let dropped: u64 = m.dropped_tokens.iter().sum();
+    let dropped = if dropped > 0 {
+        format!(" dropped {dropped}")
+    } else {
+        String::new()
+    };
     format!(
-        "loss {:.4} mtp {:.4}{val} lr {:.2e} |g| {:.3} {:.0} tok/s load max/mean {:.2}{mfu}",
+        "loss {:.4} mtp {:.4}{val} lr {:.2e} |g| {:.3} {:.0} tok/s load max/mean {:.2}{dropped}{mfu}",
         m.main_loss, m.mtp_loss, m.lr, m.grad_norm, m.tokens_per_second, load
     )
 }

@@ -6,9 +6,11 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use trainer::config::AttentionKind;
 use trainer::generate::sampling::SamplingConfig;
 use trainer::generate::text_stream::TextStream;
 use trainer::generate::{generate, GenerateOptions, Generation};
+use trainer::info::model_info;
 use trainer::kv_cache::Layout;
 
 use crate::checkpoint_arg;
@@ -56,7 +58,8 @@ pub struct Args {
     #[arg(long, default_value = "none")]
     speculative: String,
     /// What the attention cache keeps per token and layer: `latent` (MLA's c_kv and RoPE key, with
-    /// absorbed attention) or `up-projected` (per-head keys and values, for comparison).
+    /// absorbed attention) or `up-projected` (per-head keys and values, for comparison). Models
+    /// with grouped-query attention always cache their KV heads.
     #[arg(long, default_value = "latent")]
     cache: String,
     #[command(flatten)]
@@ -150,7 +153,12 @@ pub fn run(args: Args) -> Result<()> {
         total.drafts += g.drafts;
         total.accepted += g.accepted;
     }
-    eprintln!("{}", summary(prompts.len(), &args.cache, &total));
+    // Grouped-query attention caches its KV heads whatever --cache says.
+    let cache = match model.cfg.attention {
+        AttentionKind::Mla => args.cache.clone(),
+        AttentionKind::Gqa => format!("{} K/V", model_info(&model.cfg, 1).attention),
+    };
+    eprintln!("{}", summary(prompts.len(), &cache, &total));
     Ok(())
 }
 
@@ -174,7 +182,7 @@ fn summary(prompts: usize, layout: &str, g: &Generation) -> String {
     };
     format!(
         "generate: {prompts} prompt(s), {} tokens in {:.2} s (prefill {:.3} s, decoding {:.1} \
-         tokens/s), cache {:.1} KiB {layout} ({} B/token) vs {:.1} KiB up-projected K/V ({} \
+         tokens/s), cache {:.1} KiB {layout} ({} B/token) vs {:.1} KiB multi-head K/V ({} \
          B/token){drafts}",
         g.tokens.len(),
         g.seconds,

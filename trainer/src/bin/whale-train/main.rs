@@ -25,7 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Pretrain the DeepSeek-V3-style model (MLA, DeepSeekMoE, MTP) on token shards.
+    /// Pretrain a DeepSeek-family model on token shards: V3 (MLA, DeepSeekMoE, MTP), V2 (softmax
+    /// routing, token dropping) or DeepSeek LLM (GQA, dense), or extend one's context (--init-from).
     Train(Box<train::Args>),
     /// Loss, perplexity and bits per byte of a checkpoint on held-out token shards.
     Eval(Box<eval::Args>),

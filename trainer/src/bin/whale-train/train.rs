@@ -1,4 +1,4 @@
-//! `whale train`: pretrain a DeepSeek-V3-style model on token shards (or a synthetic stream).
+//! `whale train`: pretrain a DeepSeek-family model on token shards (or a synthetic stream).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use trainer::train::TrainConfig;
 
 /// Train from `--model` and `--config` into the run directory `--out`, which receives
 /// `metrics.jsonl`, `manifest.json` and `checkpoints/step-N/` (safetensors with the public
-/// DeepSeek-V3 tensor names + transformers config.json + optimizer state + data cursor).
+/// DeepSeek tensor names + transformers config.json + optimizer state + data cursor).
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
@@ -58,7 +58,8 @@ pub struct Args {
     /// Start a new training phase from another run's checkpoint (RUN/checkpoints/step-N): its
     /// weights, with this run's --model and --config (e.g. a longer max_seq_len with YaRN) and a
     /// fresh step count, LR schedule and data order. The model config may differ only in
-    /// max_seq_len and the YaRN fields, every tensor keeping its shape. With --resume and
+    /// max_seq_len, the YaRN fields and training-only MoE options (capacity_factor, α2, α3), every
+    /// tensor keeping its shape. With --resume and
     /// checkpoints already in --out, the run continues from those instead.
     #[arg(long, value_name = "CHECKPOINT")]
     init_from: Option<PathBuf>,
