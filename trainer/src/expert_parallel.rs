@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{ensure, Context, Result};
 use tch::{Kind, Tensor};
 
+use crate::config::ModelConfig;
 use crate::custom_grad::{self, CustomGrad};
 use crate::dist::ProcessGroup;
 use crate::experts::{self, ExpertsPath};
@@ -60,10 +61,11 @@ pub struct ExpertLayout {
 }
 
 impl ExpertLayout {
-    /// The layout of `rank` in a world of `world` ranks with EP groups of `ep` ranks, for a
-    /// model of `n_experts` routed experts. A single process holds every expert whatever `ep`
-    /// says, so that a checkpoint of an EP run resumes on one process.
-    pub fn new(ep: usize, rank: usize, world: usize, n_experts: i64) -> Result<Self> {
+    /// The layout of `rank` in a world of `world` ranks with EP groups of `ep` ranks, for the
+    /// model `cfg`. A single process holds every expert whatever `ep` says, so that a checkpoint
+    /// of an EP run resumes on one process.
+    pub fn new(ep: usize, rank: usize, world: usize, cfg: &ModelConfig) -> Result<Self> {
+        let n_experts = cfg.n_routed_experts;
         let ep = if world == 1 { 1 } else { ep.max(1) };
         ensure!(
             world.is_multiple_of(ep),
@@ -72,6 +74,16 @@ impl ExpertLayout {
         ensure!(
             ep == 1 || (n_experts > 0 && (n_experts as u64).is_multiple_of(ep as u64)),
             "[distributed] expert_parallel = {ep} must divide the model's {n_experts} routed experts"
+        );
+        // Device-limited routing bounds the ranks a token reaches only when each rank holds
+        // whole devices.
+        ensure!(
+            ep == 1
+                || cfg.n_limited_devices >= cfg.n_devices
+                || (cfg.n_devices as u64).is_multiple_of(ep as u64),
+            "device-limited routing over n_devices = {} needs expert_parallel ({ep}) to divide it, \
+             so that each rank holds whole devices",
+            cfg.n_devices
         );
         Ok(Self { ep, rank, world })
     }
@@ -319,71 +331,85 @@ pub fn split_expert_name(name: &str) -> Option<(&str, i64, &str)> {
 mod tests {
     use super::*;
 
+    /// `tiny` with `n` routed experts.
+    fn experts(n: i64) -> ModelConfig {
+        let mut cfg = crate::testing::tiny_config();
+        cfg.n_routed_experts = n;
+        cfg
+    }
+
     #[test]
     fn layout_of_two_ep_groups_of_two() {
         let layouts: Vec<ExpertLayout> = (0..4)
-            .map(|r| ExpertLayout::new(2, r, 4, 8).unwrap())
+            .map(|r| ExpertLayout::new(2, r, 4, &experts(8)).unwrap())
             .collect();
         assert_eq!(layouts[3].ep_members(), [2, 3]);
         assert_eq!(layouts[3].replica_members(), [1, 3]);
         assert_eq!(layouts[2].replica_members(), [0, 2]);
         assert_eq!(layouts[3].shard(8), ExpertShard { first: 4, count: 4 });
         assert!(
-            ExpertLayout::new(3, 0, 4, 8).is_err(),
+            ExpertLayout::new(3, 0, 4, &experts(8)).is_err(),
             "3 does not divide 4 ranks"
         );
         assert!(
-            ExpertLayout::new(4, 0, 4, 6).is_err(),
+            ExpertLayout::new(4, 0, 4, &experts(6)).is_err(),
             "4 does not divide 6 experts"
         );
-        let alone = ExpertLayout::new(2, 0, 1, 8).unwrap();
+        let alone = ExpertLayout::new(2, 0, 1, &experts(8)).unwrap();
         assert_eq!(alone.shard(8), ExpertShard::all(8), "one process holds all");
+        let mut limited = experts(16);
+        (limited.n_devices, limited.n_limited_devices) = (4, 2);
+        assert!(
+            ExpertLayout::new(2, 0, 8, &limited).is_ok(),
+            "2 devices per rank"
+        );
+        let err = ExpertLayout::new(8, 0, 8, &limited)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("whole devices"), "{err}");
     }
 
-    /// DeepSeek-V2's device-limited routing is group-limited routing with one expert group per EP
-    /// rank: `n_expert_groups = E` and `n_limited_groups = M` send each token to at most M ranks.
-    #[test]
-    fn group_limited_routing_aligned_with_ranks_bounds_the_ranks_per_token() {
-        let mut cfg = crate::testing::tiny_config();
-        (cfg.n_routed_experts, cfg.n_activated_experts) = (16, 6);
-        (cfg.n_expert_groups, cfg.n_limited_groups) = (4, 2);
+    /// The most EP ranks (of 4, holding 4 of 16 experts each) any of 512 tokens reaches with
+    /// `cfg`'s routing (top-6).
+    fn most_ranks_per_token(cfg: &ModelConfig) -> usize {
         tch::manual_seed(3);
         let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-        let gate = crate::moe::Gate::new(vs.root() / "gate", &cfg);
+        let gate = crate::moe::Gate::new(vs.root() / "gate", cfg);
         let x = Tensor::randn([512, cfg.dim], (Kind::Float, tch::Device::Cpu));
         let picks = Vec::<Vec<i64>>::try_from(&gate.forward(&x).indices).unwrap();
-        let layouts: Vec<ExpertShard> = (0..4)
-            .map(|r| ExpertLayout::new(4, r, 4, 16).unwrap().shard(16))
+        let shards: Vec<ExpertShard> = (0..4)
+            .map(|r| ExpertLayout::new(4, r, 4, cfg).unwrap().shard(16))
             .collect();
-        let mut most = 0;
-        for experts in &picks {
-            let ranks = layouts
-                .iter()
-                .filter(|shard| experts.iter().any(|&e| shard.holds(e)))
-                .count();
-            most = most.max(ranks);
-        }
-        assert_eq!(
-            most, 2,
-            "top-6 of 16 experts on 4 ranks reaches at most 2 ranks"
-        );
-        // Without the limit, tokens spread over more ranks: the bound above is the routing's.
-        cfg.n_limited_groups = 4;
-        let free = crate::moe::Gate::new(vs.root() / "free", &cfg);
-        let picks = Vec::<Vec<i64>>::try_from(&free.forward(&x).indices).unwrap();
-        let spread = picks
+        picks
             .iter()
-            .map(|experts| {
-                layouts
+            .map(|chosen| {
+                shards
                     .iter()
-                    .filter(|shard| experts.iter().any(|&e| shard.holds(e)))
+                    .filter(|shard| chosen.iter().any(|&e| shard.holds(e)))
                     .count()
             })
             .max()
-            .unwrap();
-        assert!(
-            spread > 2,
-            "unlimited routing reached at most {spread} ranks"
+            .unwrap()
+    }
+
+    /// DeepSeek-V2's device-limited routing with one device per EP rank (and V3's group-limited
+    /// routing with one group per rank) sends each token to at most M ranks; without a limit
+    /// the same router reaches more.
+    #[test]
+    fn device_limited_routing_bounds_the_ranks_per_token() {
+        let mut cfg = experts(16);
+        cfg.n_activated_experts = 6;
+        cfg.n_expert_groups = 1;
+        cfg.n_limited_groups = 1;
+        assert!(most_ranks_per_token(&cfg) > 2, "unlimited routing");
+        (cfg.n_devices, cfg.n_limited_devices) = (4, 2);
+        assert_eq!(most_ranks_per_token(&cfg), 2, "device-limited, M = 2");
+        (cfg.n_devices, cfg.n_limited_devices) = (1, 1);
+        (cfg.n_expert_groups, cfg.n_limited_groups) = (4, 2);
+        assert_eq!(
+            most_ranks_per_token(&cfg),
+            2,
+            "group-limited, 2 of 4 groups"
         );
     }
 

@@ -290,7 +290,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
             train_cfg.distributed.expert_parallel,
             p.rank,
             p.world_size,
-            model_cfg.n_routed_experts,
+            &model_cfg,
         )?,
         None => ExpertLayout::single(),
     };
