@@ -297,6 +297,18 @@ mod tests {
     use super::*;
     use crate::testing::tiny_config;
 
+    /// An MoE layer of `cfg` with all its experts, on the CPU in FP32.
+    fn layer(cfg: &ModelConfig) -> (nn::VarStore, Moe) {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let moe = Moe::new(
+            vs.root() / "mlp",
+            cfg,
+            &Precision::Fp32,
+            ExpertShard::all(cfg.n_routed_experts),
+        );
+        (vs, moe)
+    }
+
     fn gate_with(cfg: &ModelConfig, weight: &[f32], bias: &[f32]) -> Gate {
         let vs = nn::VarStore::new(Device::Cpu);
         let mut gate = Gate::new(vs.root() / "gate", cfg);
@@ -376,13 +388,7 @@ mod tests {
         let mut cfg = tiny_config();
         cfg.init_std = 0.1;
         tch::manual_seed(5);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let moe = Moe::new(
-            vs.root() / "mlp",
-            &cfg,
-            &Precision::Fp32,
-            ExpertShard::all(cfg.n_routed_experts),
-        );
+        let (_vs, moe) = layer(&cfg);
         let x = Tensor::randn([2, 9, cfg.dim], (Kind::Float, Device::Cpu));
         let (y, stats) = moe.forward(&x, None);
         let flat = x.view([18, cfg.dim]);
@@ -413,13 +419,7 @@ mod tests {
         cfg.score_func = ScoreFunc::Softmax;
         cfg.n_expert_groups = 1;
         cfg.n_limited_groups = 1;
-        let vs = nn::VarStore::new(Device::Cpu);
-        let moe = Moe::new(
-            vs.root() / "mlp",
-            &cfg,
-            &Precision::Fp32,
-            ExpertShard::all(cfg.n_routed_experts),
-        );
+        let (_vs, moe) = layer(&cfg);
         tch::no_grad(|| {
             let _ = moe.gate.weight.shallow_clone().zero_();
         });
@@ -462,13 +462,7 @@ mod tests {
         cfg.capacity_factor = 1.0;
         cfg.init_std = 0.1;
         tch::manual_seed(8);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let moe = Moe::new(
-            vs.root() / "mlp",
-            &cfg,
-            &Precision::Fp32,
-            ExpertShard::all(cfg.n_routed_experts),
-        );
+        let (_vs, moe) = layer(&cfg);
         tch::no_grad(|| {
             let _ = moe.gate.weight.narrow(0, 0, 2).g_add_scalar_(0.05);
         });
@@ -550,13 +544,7 @@ mod tests {
         cfg.n_limited_groups = 1;
         cfg.init_std = 0.1; // tokens must differ in their affinities for balance to be reachable
         tch::manual_seed(6);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let mut moe = Moe::new(
-            vs.root() / "mlp",
-            &cfg,
-            &Precision::Fp32,
-            ExpertShard::all(cfg.n_routed_experts),
-        );
+        let (_vs, mut moe) = layer(&cfg);
         tch::no_grad(|| {
             // Skew: experts 0 and 1 get a logit offset of ~3 along the mean direction of the inputs.
             let w = moe.gate.weight.shallow_clone();
