@@ -117,13 +117,18 @@ pub fn experts(device: Device, cfg: &ModelConfig, tokens: i64, runs: usize) -> R
     let indices = scores.topk(cfg.n_activated_experts, -1, true, false).1 + 1;
     let dispatch = Dispatch::new(&indices.to_kind(Kind::Int64), n);
     let x0 = Tensor::randn([tokens, cfg.dim], (Kind::Float, device));
-    let probe = Tensor::randn([tokens * cfg.n_activated_experts, cfg.dim], (Kind::Float, device));
+    let probe = Tensor::randn(
+        [tokens * cfg.n_activated_experts, cfg.dim],
+        (Kind::Float, device),
+    );
     let step = |path: ExpertsPath| {
         let x = x0.copy().set_requires_grad(true);
         let y = crate::autocast::bf16(device, true, || {
             experts::forward(path, &list, &dispatch.gather(&x), &dispatch)
         });
-        (&y.to_kind(Kind::Float) * &probe).sum(Kind::Float).backward();
+        (&y.to_kind(Kind::Float) * &probe)
+            .sum(Kind::Float)
+            .backward();
         (x, y)
     };
     let grads = |path: ExpertsPath| {
@@ -140,7 +145,10 @@ pub fn experts(device: Device, cfg: &ModelConfig, tokens: i64, runs: usize) -> R
                 });
             }
         }
-        (y.detach(), Tensor::cat(&g.iter().map(|t| t.view([-1])).collect::<Vec<_>>(), 0))
+        (
+            y.detach(),
+            Tensor::cat(&g.iter().map(|t| t.view([-1])).collect::<Vec<_>>(), 0),
+        )
     };
     let (y_loop, g_loop) = grads(ExpertsPath::Loop);
     let (y_grouped, g_grouped) = grads(ExpertsPath::Grouped);
@@ -198,7 +206,11 @@ pub fn process_group(
     group.reduce_scatter(&scattered, &gathered)?.wait()?;
     group.barrier()?;
     let expected = Vec::<f32>::try_from(&Tensor::arange(8, (Kind::Float, Device::Cpu)))?;
-    for (what, got) in [("all-reduce", &t), ("all-gather", &gathered), ("reduce-scatter", &scattered)] {
+    for (what, got) in [
+        ("all-reduce", &t),
+        ("all-gather", &gathered),
+        ("reduce-scatter", &scattered),
+    ] {
         ensure!(
             Vec::<f32>::try_from(&got.to_device(Device::Cpu))? == expected,
             "{backend:?} {what} of one rank changed the tensor"
@@ -244,7 +256,10 @@ mod tests {
         let fp8 = fp8_gemm(Device::Cpu, 64, 256, 128, 1).unwrap();
         let e = fp8["emulated_rel_err_vs_fp32"].as_f64().unwrap();
         assert!(e > 1e-3 && e < 0.1, "E4M3 error {e}");
-        assert!(fp8["native"]["unavailable"].as_str().unwrap().contains("not a CUDA"));
+        assert!(fp8["native"]["unavailable"]
+            .as_str()
+            .unwrap()
+            .contains("not a CUDA"));
 
         let ex = experts(Device::Cpu, &tiny_config(), 48, 1).unwrap();
         let out = ex["output_rel_err"].as_f64().unwrap();

@@ -94,7 +94,10 @@ impl Dispatch {
     /// Sums each token's expert outputs `routed` (sorted copies, `[N·k, d]`) weighted by
     /// `weights` `[N, k]` into `[N, d]`, in `routed`'s dtype.
     pub fn combine(&self, routed: &Tensor, weights: &Tensor, tokens: i64) -> Tensor {
-        let w = weights.view([-1]).index_select(0, &self.order).unsqueeze(-1);
+        let w = weights
+            .view([-1])
+            .index_select(0, &self.order)
+            .unsqueeze(-1);
         let d = routed.size()[1];
         let weighted = routed * w.to_kind(routed.kind());
         Tensor::zeros([tokens, d], (routed.kind(), routed.device())).index_add(
@@ -138,7 +141,10 @@ fn grouped(experts: &[Mlp], x: &Tensor, offsets: &Tensor) -> Tensor {
         x.kind()
     };
     let stacked = |proj: fn(&Mlp) -> &Linear| {
-        let ws: Vec<Tensor> = experts.iter().map(|e| proj(e).weight.to_kind(kind)).collect();
+        let ws: Vec<Tensor> = experts
+            .iter()
+            .map(|e| proj(e).weight.to_kind(kind))
+            .collect();
         Tensor::stack(&ws, 0)
     };
     // x `[M, in]` times each expert's `Wᵀ`: the `[E, in, out]` view torchtitan passes.
@@ -162,7 +168,10 @@ mod tests {
         // 3 tokens, top-2 of 4 experts; expert 2 gets nothing.
         let indices = Tensor::from_slice(&[1i64, 0, 3, 1, 0, 3]).view([3, 2]);
         let d = Dispatch::new(&indices, 4);
-        assert_eq!(Vec::<i64>::try_from(&d.token_of).unwrap(), [0, 2, 0, 1, 1, 2]);
+        assert_eq!(
+            Vec::<i64>::try_from(&d.token_of).unwrap(),
+            [0, 2, 0, 1, 1, 2]
+        );
         assert_eq!(d.counts(), [2, 2, 0, 2]);
         let offsets = d.offsets();
         assert_eq!(offsets.kind(), Kind::Int);
@@ -171,7 +180,10 @@ mod tests {
         let routed = d.gather(&Tensor::from_slice(&[1f32, 2., 3.]).view([3, 1]));
         let weights = Tensor::from_slice(&[1f32, 10., 1., 10., 1., 10.]).view([3, 2]);
         let y = d.combine(&routed, &weights, 3);
-        assert_eq!(Vec::<f32>::try_from(&y.view([-1])).unwrap(), [11., 22., 33.]);
+        assert_eq!(
+            Vec::<f32>::try_from(&y.view([-1])).unwrap(),
+            [11., 22., 33.]
+        );
     }
 
     #[test]
@@ -181,7 +193,10 @@ mod tests {
         let auto = ExpertsPath::Auto;
         assert_eq!(auto.resolve(cuda, &Precision::Bf16), ExpertsPath::Grouped);
         assert_eq!(auto.resolve(cuda, &fp8), ExpertsPath::Loop);
-        assert_eq!(auto.resolve(Device::Cpu, &Precision::Fp32), ExpertsPath::Loop);
+        assert_eq!(
+            auto.resolve(Device::Cpu, &Precision::Fp32),
+            ExpertsPath::Loop
+        );
         assert_eq!(
             ExpertsPath::Grouped.resolve(Device::Cpu, &Precision::Fp32),
             ExpertsPath::Grouped
@@ -218,7 +233,11 @@ mod tests {
         let (y_loop, g_loop) = run(ExpertsPath::Loop);
         let (y_grouped, g_grouped) = run(ExpertsPath::Grouped);
         let diff = |a: &Tensor, b: &Tensor| {
-            let a = if a.defined() { a.shallow_clone() } else { b.zeros_like() };
+            let a = if a.defined() {
+                a.shallow_clone()
+            } else {
+                b.zeros_like()
+            };
             (a - b).abs().max().double_value(&[])
         };
         assert!(diff(&y_loop, &y_grouped) < 1e-5);
@@ -226,6 +245,10 @@ mod tests {
             assert!(diff(a, b) < 1e-5, "gradient {i} differs by {}", diff(a, b));
         }
         let idle = &g_grouped[1 + 3 * 2];
-        assert_eq!(idle.abs().sum(Kind::Float).double_value(&[]), 0.0, "expert 2 is idle");
+        assert_eq!(
+            idle.abs().sum(Kind::Float).double_value(&[]),
+            0.0,
+            "expert 2 is idle"
+        );
     }
 }

@@ -8,9 +8,9 @@ use tch::{nn, Device, Kind, Reduction, Tensor};
 use crate::block::{Block, Ffn};
 use crate::config::ModelConfig;
 use crate::cross_entropy::{head_cross_entropy, IGNORE};
+use crate::experts::ExpertsPath;
 use crate::kv_cache::ModelCache;
 use crate::linear::Precision;
-use crate::experts::ExpertsPath;
 use crate::moe::{Moe, MoeStats};
 use crate::mtp::MtpModule;
 use crate::norm::RmsNorm;
@@ -324,9 +324,8 @@ mod tests {
             (l.total.double_value(&[]), grads)
         };
         let (fused, fused_grads) = run(false, false);
-        let rel = |a: &Tensor, b: &Tensor| {
-            ((a - b).norm() / b.norm().clamp_min(1e-12)).double_value(&[])
-        };
+        let rel =
+            |a: &Tensor, b: &Tensor| ((a - b).norm() / b.norm().clamp_min(1e-12)).double_value(&[]);
         let (autograd, autograd_grads) = run(true, false);
         assert!((fused - autograd).abs() < 1e-5, "{fused} vs {autograd}");
         for (a, b) in autograd_grads.iter().zip(&fused_grads) {

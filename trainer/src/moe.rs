@@ -142,7 +142,9 @@ impl Moe {
         let flat = x.view([b * s, d]);
         let routing = self.gate.forward(&flat);
         let dispatch = Dispatch::new(&routing.indices, self.n_experts);
-        let path = self.experts_path.resolve(x.device(), &self.experts[0].gate_proj.precision);
+        let path = self
+            .experts_path
+            .resolve(x.device(), &self.experts[0].gate_proj.precision);
         let routed = experts::forward(path, &self.experts, &dispatch.gather(&flat), &dispatch);
         let y = dispatch.combine(&routed, &routing.weights, b * s);
         let load = dispatch.load;

@@ -566,8 +566,8 @@ mod tests {
     fn bf16_autocast_tracks_fp32() {
         let (model, cfg) = (small_vocab(), train_config());
         let curve = |precision: Precision, autocast: bool| {
-            let mut t = Trainer::new(&model, cfg.clone(), Device::Cpu, &precision, autocast)
-                .unwrap();
+            let mut t =
+                Trainer::new(&model, cfg.clone(), Device::Cpu, &precision, autocast).unwrap();
             let mut data = source(&model, &cfg);
             (0..20)
                 .map(|_| t.train_step(&mut data).unwrap().main_loss)
@@ -580,7 +580,10 @@ mod tests {
             .zip(&bf16)
             .map(|(a, b)| (a - b).abs() / a)
             .fold(0.0, f64::max);
-        assert!(worst > 0.0 && worst < 0.05, "bf16 drifts {worst:.4} from fp32");
+        assert!(
+            worst > 0.0 && worst < 0.05,
+            "bf16 drifts {worst:.4} from fp32"
+        );
     }
 
     #[test]

@@ -162,7 +162,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let experts: ExpertsPath = args.experts.parse()?;
     if experts == ExpertsPath::Grouped && matches!(precision, Precision::Fp8(_)) {
-        bail!("--experts grouped runs the experts in BF16 and cannot be combined with --precision fp8: use --experts loop (or auto)");
+        bail!(
+            "--experts grouped runs the experts in BF16 and cannot be combined with --precision \
+             fp8: use --experts loop (or auto)"
+        );
     }
     let peak = match args.peak_tflops {
         Some(tflops) => Some(tflops),
@@ -171,8 +174,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let peak = trainer::cuda_info::peak_bf16_tflops(&name);
             if leader {
                 match peak {
-                    Some(p) => eprintln!("mfu: {name}, dense BF16 peak {p} TFLOP/s (--peak-tflops overrides)"),
-                    None => eprintln!("mfu: no known peak for {name}: pass --peak-tflops for an MFU figure"),
+                    Some(p) => eprintln!(
+                        "mfu: {name}, dense BF16 peak {p} TFLOP/s (--peak-tflops overrides)"
+                    ),
+                    None => eprintln!(
+                        "mfu: no known peak for {name}: pass --peak-tflops for an MFU figure"
+                    ),
                 }
             }
             peak
@@ -225,7 +232,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .unwrap_or_default();
         let memory = s
             .gpu_memory
-            .map(|m| format!(", peak GPU memory {:.2} GiB", m.allocated_bytes as f64 / (1u64 << 30) as f64))
+            .map(|m| {
+                format!(
+                    ", peak GPU memory {:.2} GiB",
+                    m.allocated_bytes as f64 / (1u64 << 30) as f64
+                )
+            })
             .unwrap_or_default();
         println!(
             "train: {} steps{resumed}, {} tokens, loss {} → {} (main {}), {:.0} tokens/s \
