@@ -220,12 +220,17 @@ impl DataParallel {
             .iter()
             .map(|p| p.grad().defined() as u8 as f64)
             .collect();
-        let mut parts = vec![Tensor::from_slice(&stats.means), Tensor::from_slice(&flags)];
+        // On the parameters' device: NCCL moves CUDA tensors only.
+        let device = self.params[0].device();
+        let mut parts = vec![
+            Tensor::from_slice(&stats.means).to_device(device),
+            Tensor::from_slice(&flags).to_device(device),
+        ];
         parts.extend(
             stats
                 .loads
                 .iter()
-                .map(|l| l.to_kind(Kind::Double).view([-1])),
+                .map(|l| l.to_kind(Kind::Double).to_device(device).view([-1])),
         );
         let all = Tensor::cat(&parts, 0);
         self.group.all_reduce(&all, ReduceOp::Sum)?.wait()?;
@@ -286,7 +291,8 @@ impl DataParallel {
                 })
                 .collect();
             let flat = padded(grads, total, zero.shard * world);
-            let shard = flat.new_zeros([zero.shard], (flat.kind(), flat.device()));
+            let flat_device = flat.device();
+            let shard = flat.new_zeros([zero.shard], (flat.kind(), flat_device));
             self.group.reduce_scatter(&shard, &flat)?.wait()?;
             drop(flat);
             release_grads(&self.params);
@@ -303,7 +309,7 @@ impl DataParallel {
                 .filter(|g| g.defined())
                 .map(|g| g.norm().double_value(&[]).powi(2))
                 .sum();
-            let squares = Tensor::from_slice(&[squares]);
+            let squares = Tensor::from_slice(&[squares]).to_device(flat_device);
             self.group.all_reduce(&squares, ReduceOp::Sum)?.wait()?;
             let norm = squares.double_value(&[0]).sqrt();
             optimizer.update(lr, &grads, norm);
