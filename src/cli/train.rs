@@ -1,4 +1,4 @@
-//! `whale train` and `whale model`: handed to `whale-train`, the binary that links libtorch, so
+//! `whale train`, `whale model` and `whale check`: handed to `whale-train`, the binary that links libtorch, so
 //! that `whale` itself — every data stage — runs on machines without torch, starts in
 //! milliseconds, and a data-only user never installs the 2.5 GB torch wheel.
 //!
