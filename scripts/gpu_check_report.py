@@ -141,6 +141,7 @@ lines += ["", "## Targets (issue 17)", "", "| target | measured | |", "|---|---|
           f"| grouped experts speed (layer fwd+bwd / whole step) | {fmt(experts.get('grouped_speedup'), '{:.2f}×')} / {fmt(ratio(bf16['median_tokens_per_second'], loop['median_tokens_per_second']), '{:.2f}×')} | |",
           f"| one-rank {nccl.get('backend', 'NCCL')} group: collectives + ZeRO-1 steps | {nccl.get('collectives', '—')}; losses {fmt(nccl['main_losses'][-1]) if nccl.get('main_losses') else '—'} | {verdict(bool(nccl) if steps_status.get('nccl') else None)} |",
           ]
+lines += [f"- {l}" for l in read("nccl", "err").splitlines() if l.startswith("process-group:")]
 lines += ["", "## Generation (bf16 checkpoint; greedy, then MTP speculative)", ""]
 lines += [f"- {l}" for l in read("generate", "err").splitlines() if l.startswith("generate:")]
 report = "\n".join(lines) + "\n"
