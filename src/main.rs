@@ -52,6 +52,9 @@ enum Command {
     /// Inspect a model config: parameters, KV cache, FLOPs (`whale model info CONFIG`; runs
     /// `whale-train`).
     Model(cli::train::Forwarded),
+    /// Check the trainer's device kernels against their reference paths on this machine's CPU or
+    /// GPU (`whale check fp8-gemm|experts|process-group`; runs `whale-train`).
+    Check(cli::train::Forwarded),
 }
 
 fn main() {
@@ -69,6 +72,7 @@ fn main() {
         Command::Eval(args) => cli::train::run("eval", args),
         Command::Generate(args) => cli::train::run("generate", args),
         Command::Model(args) => cli::train::run("model", args),
+        Command::Check(args) => cli::train::run("check", args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -87,10 +87,18 @@ fn compile_cpp(lib_dir: &std::path::Path) {
     }
     match cuda_includes(lib_dir) {
         Some(dirs) => {
-            build.define("WHALE_CUDA", None).define("USE_C10D_NCCL", None);
+            build
+                .define("WHALE_CUDA", None)
+                .define("USE_C10D_NCCL", None);
             build.includes(dirs);
         }
-        None => println!("cargo:warning=no CUDA/NCCL headers ({}) beside libtorch (site-packages/nvidia/{{cu13,nccl}}/include) or in $CUDA_HOME/include: NCCL, the GPU's name and memory peak are disabled (run scripts/setup, which installs nvidia-cuda-crt and nvidia-cuda-cccl, or set CUDA_HOME)", CUDA_HEADERS.join(", ")),
+        None => println!(
+            "cargo:warning=no CUDA/NCCL headers ({}) beside libtorch \
+             (site-packages/nvidia/{{cu13,nccl}}/include) or in $CUDA_HOME/include: NCCL, the \
+             GPU's name and memory peak are disabled (run scripts/setup, which installs \
+             nvidia-cuda-crt and nvidia-cuda-cccl, or set CUDA_HOME)",
+            CUDA_HEADERS.join(", ")
+        ),
     }
     build
         .cpp(true)

@@ -1,6 +1,6 @@
-//! `whale train`, `eval`, `generate` and `model`: handed to `whale-train`, the binary that links libtorch, so
-//! that `whale` itself — every data stage — runs on machines without torch, starts in
-//! milliseconds, and a data-only user never installs the 2.5 GB torch wheel.
+//! `whale train`, `eval`, `generate`, `model` and `check`: handed to `whale-train`, the binary
+//! that links libtorch, so that `whale` itself — every data stage — runs on machines without
+//! torch, starts in milliseconds, and a data-only user never installs the 2.5 GB torch wheel.
 //!
 //! The hand-over is an `exec`: `whale-train` takes this process's place, so torchrun's and
 //! Slurm's signals, exit codes and environment reach the trainer unchanged.

@@ -6,7 +6,9 @@
 #include <ATen/autocast_mode.h>
 
 namespace {
-c10::DeviceType device_type(int cuda) { return cuda != 0 ? c10::DeviceType::CUDA : c10::DeviceType::CPU; }
+c10::DeviceType device_type(int cuda) {
+  return cuda != 0 ? c10::DeviceType::CUDA : c10::DeviceType::CPU;
+}
 }  // namespace
 
 extern "C" {

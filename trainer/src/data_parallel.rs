@@ -349,7 +349,8 @@ impl DataParallel {
             .map(Tensor::grad)
             .filter(Tensor::defined)
             .collect();
-        let squares = Tensor::from_slice(&[AdamW::grad_norm(&defined).powi(2)]);
+        let device = experts.params[0].device();
+        let squares = Tensor::from_slice(&[AdamW::grad_norm(&defined).powi(2)]).to_device(device);
         experts
             .group
             .group()
@@ -377,12 +378,17 @@ impl DataParallel {
             .iter()
             .map(|p| p.grad().defined() as u8 as f64)
             .collect();
-        let mut parts = vec![Tensor::from_slice(&stats.means), Tensor::from_slice(&flags)];
+        // On the parameters' device: NCCL moves CUDA tensors only.
+        let device = self.params[0].device();
+        let mut parts = vec![
+            Tensor::from_slice(&stats.means).to_device(device),
+            Tensor::from_slice(&flags).to_device(device),
+        ];
         parts.extend(
             stats
                 .loads
                 .iter()
-                .map(|l| l.to_kind(Kind::Double).view([-1])),
+                .map(|l| l.to_kind(Kind::Double).to_device(device).view([-1])),
         );
         let all = Tensor::cat(&parts, 0);
         self.group.all_reduce(&all, ReduceOp::Sum)?.wait()?;
@@ -412,7 +418,7 @@ impl DataParallel {
                 .iter()
                 .map(|p| p.grad().defined() as u8 as f64)
                 .collect();
-            let flags = Tensor::from_slice(&flags);
+            let flags = Tensor::from_slice(&flags).to_device(device);
             if let Some(replicas) = &experts.replicas {
                 replicas.all_reduce(&flags, ReduceOp::Sum)?.wait()?;
             }
@@ -472,7 +478,8 @@ impl DataParallel {
                 })
                 .collect();
             let flat = padded(grads, total, zero.shard * world);
-            let shard = flat.new_zeros([zero.shard], (flat.kind(), flat.device()));
+            let flat_device = flat.device();
+            let shard = flat.new_zeros([zero.shard], (flat.kind(), flat_device));
             self.group.reduce_scatter(&shard, &flat)?.wait()?;
             drop(flat);
             release_grads(&self.params);
@@ -487,7 +494,7 @@ impl DataParallel {
                 .values()
                 .map(|g| g.norm().double_value(&[]).powi(2))
                 .sum();
-            let squares = Tensor::from_slice(&[squares]);
+            let squares = Tensor::from_slice(&[squares]).to_device(flat_device);
             self.group.all_reduce(&squares, ReduceOp::Sum)?.wait()?;
             let norm = (squares.double_value(&[0]) + expert_squares).sqrt();
             if let Some(experts) = &self.experts {

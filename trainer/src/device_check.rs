@@ -218,6 +218,8 @@ pub fn process_group(
         );
     }
     let collectives_ms = started.elapsed().as_secs_f64() * 1e3;
+    // Progress on stderr as it happens: a group that hangs on teardown still leaves its results.
+    eprintln!("process-group: {backend:?} collectives of one rank ok in {collectives_ms:.0} ms");
 
     train.distributed.zero = 1;
     let mut trainer = Trainer::new(
@@ -238,7 +240,14 @@ pub fn process_group(
         slice: (0, 1),
     };
     let losses = (0..steps)
-        .map(|_| Ok(trainer.train_step(&mut data)?.main_loss))
+        .map(|_| {
+            let m = trainer.train_step(&mut data)?;
+            eprintln!(
+                "process-group: step {} main loss {:.4}",
+                m.step, m.main_loss
+            );
+            Ok(m.main_loss)
+        })
         .collect::<Result<Vec<f64>>>()?;
     Ok(json!({
         "check": "process-group",

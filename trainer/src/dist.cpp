@@ -12,10 +12,10 @@
 // finds none) the file still builds and creating a Gloo group fails with an error saying so.
 //
 // NCCL (CUDA tensors): `ProcessGroupNCCL.hpp` needs the CUDA runtime's and NCCL's headers, which
-// the torch wheel's `nvidia-cu13` / `nvidia-nccl-cu13` packages install beside it; build.rs defines
-// USE_C10D_NCCL when it finds them. They are the versions libtorch_cuda.so was built against, so the
-// `Options` this file allocates has the layout the exported constructor expects. Without them,
-// creating an NCCL group fails with an error saying so.
+// the torch wheel's `nvidia-*` packages install beside it; build.rs defines USE_C10D_NCCL when it
+// finds them. They are the versions libtorch_cuda.so was built against, so the `Options` this file
+// allocates has the layout the exported constructor expects. Without them, creating an NCCL group
+// fails with an error saying so.
 #include "cpp_error.h"
 
 #include <ATen/core/Tensor.h>

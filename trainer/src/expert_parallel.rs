@@ -189,7 +189,8 @@ impl ExpertGroup {
         );
         // 1. Every rank's copy counts per expert: `all[src * n + e]`.
         let all = {
-            let mine = Tensor::from_slice(counts);
+            // On the tokens' device: NCCL moves CUDA tensors only.
+            let mine = Tensor::from_slice(counts).to_device(sorted.device());
             let out = mine.new_zeros(
                 [counts.len() as i64 * ep as i64],
                 (Kind::Int64, mine.device()),

@@ -37,8 +37,8 @@ impl FromStr for ExpertsPath {
 
 impl ExpertsPath {
     /// The path that runs experts of `precision` on `device` (never `Auto`). The loop stays the
-    /// CPU default: libtorch 2.11's CPU `_grouped_mm` is a slow reference and its backward fails
-    /// on broadcast (stride-0) gradients.
+    /// CPU default: the backward of libtorch 2.11's CPU `_grouped_mm` fails on broadcast
+    /// (stride-0) output gradients, which the loop's GEMMs take.
     pub fn resolve(self, device: Device, precision: &Precision) -> Self {
         match self {
             Self::Auto if device.is_cuda() && !matches!(precision, Precision::Fp8(_)) => {
@@ -145,7 +145,7 @@ fn looped(experts: &[Mlp], x: &Tensor, counts: &[i64]) -> Tensor {
 
 /// The three projections of all experts as grouped GEMMs over weights stacked to `[E, out, in]`
 /// (the stack's backward hands each expert its own gradient, so checkpoints keep per-expert
-/// tensors). BF16 on CUDA, the input's dtype elsewhere (the CPU kernel is a reference).
+/// tensors). BF16 on CUDA (what its fast sm90 kernel takes), the input's dtype on CPU.
 fn grouped(experts: &[Mlp], x: &Tensor, offsets: &Tensor) -> Tensor {
     let kind = if x.device().is_cuda() {
         Kind::BFloat16

@@ -254,8 +254,9 @@ mod tests {
         let dense = attention + 3 * 64 * 192;
         // Router 8·64, and k = 2 routed + 1 shared experts of 3·64·32 each.
         let moe = attention + 8 * 64 + 3 * (3 * 64 * 32);
-        let main = dense + moe + d + v * d; // + final norm + output head (embedding excluded)
-                                            // MTP: enorm, hnorm, eh_proj 2d·d, shared_head.norm, an MoE block, the shared head.
+        // Plus the final norm and the output head (the embedding is excluded).
+        let main = dense + moe + d + v * d;
+        // MTP: enorm, hnorm, eh_proj 2d·d, shared_head.norm, an MoE block, the shared head.
         let mtp = (2 * d + 2 * d * d + d) + moe + v * d;
         // 3 attention layers (2 main + 1 MTP), each 2 matmuls of H·(24 + 16) over T positions.
         let attention_flops = 3 * 2 * h * (24 + 16) * t;

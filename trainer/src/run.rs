@@ -645,6 +645,17 @@ mod tests {
     }
 
     #[test]
+    fn the_steady_speed_is_the_median_step() {
+        assert_eq!(
+            median(&mut [300.0, 1.0, 290.0]),
+            290.0,
+            "a slow warm-up step is ignored"
+        );
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&mut []), 0.0);
+    }
+
+    #[test]
     fn refuses_a_small_vocab_and_another_tokenizer() {
         let dir = tempfile::tempdir().unwrap();
         write_shards(dir.path(), 100);

@@ -25,28 +25,36 @@ enum What {
     /// One FP8 GEMM M×K·(N×K)ᵀ with DeepSeek's block scales: the emulation against FP32, native
     /// `_scaled_mm` (Hopper) against the emulation, and the speed of both against BF16.
     Fp8Gemm {
+        /// Rows of the activation operand (tokens).
         #[arg(long, default_value_t = 4096)]
         m: i64,
+        /// The contraction dimension (a linear layer's input features).
         #[arg(long, default_value_t = 4096)]
         k: i64,
+        /// Rows of the weight operand (output features).
         #[arg(long, default_value_t = 4096)]
         n: i64,
     },
     /// The routed experts of one MoE layer of --model on --tokens tokens: grouped `_grouped_mm`
     /// GEMMs against the per-expert loop (outputs, gradients, forward + backward time).
     Experts {
+        /// Model config whose expert count, top-k, dim and expert width are used.
         #[arg(long, default_value = "configs/model/small.toml")]
         model: PathBuf,
+        /// Tokens routed through the layer (each to top-k experts; expert 0 gets none).
         #[arg(long, default_value_t = 16384)]
         tokens: i64,
     },
     /// A one-rank process group (NCCL on CUDA, Gloo on CPU): every collective data parallelism
     /// uses, then --steps ZeRO-1 training steps of --model with --config over that group.
     ProcessGroup {
+        /// Model config to train.
         #[arg(long, default_value = "configs/model/tiny.toml")]
         model: PathBuf,
+        /// Training recipe TOML (sequence length, batch, LR); ZeRO-1 is turned on.
         #[arg(long, default_value = "configs/train.toml")]
         config: PathBuf,
+        /// Optimizer steps to train over the group.
         #[arg(long, default_value_t = 10)]
         steps: usize,
     },

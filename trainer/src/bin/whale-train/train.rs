@@ -179,7 +179,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let experts: ExpertsPath = args.experts.parse()?;
     if experts == ExpertsPath::Grouped && matches!(precision, Precision::Fp8(_)) {
-        bail!("--experts grouped runs the experts in BF16 and cannot be combined with --precision fp8: use --experts loop (or auto)");
+        bail!(
+            "--experts grouped runs the experts in BF16 and cannot be combined with --precision \
+             fp8: use --experts loop (or auto)"
+        );
     }
     let peak = match args.peak_tflops {
         Some(tflops) => Some(tflops),
