@@ -16,7 +16,8 @@ use crate::mlp::Mlp;
 /// How the routed experts run (`whale train --experts`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ExpertsPath {
-    /// Grouped on CUDA unless the experts are FP8 (`_grouped_mm` is BF16), else the loop.
+    /// Grouped on CUDA when the experts run in BF16 (what `_grouped_mm` computes in), else the
+    /// loop: FP32 stays FP32 and FP8 keeps its recipe.
     #[default]
     Auto,
     Loop,
@@ -41,9 +42,7 @@ impl ExpertsPath {
     /// (stride-0) output gradients, which the loop's GEMMs take.
     pub fn resolve(self, device: Device, precision: &Precision) -> Self {
         match self {
-            Self::Auto if device.is_cuda() && !matches!(precision, Precision::Fp8(_)) => {
-                Self::Grouped
-            }
+            Self::Auto if device.is_cuda() && *precision == Precision::Bf16 => Self::Grouped,
             Self::Auto => Self::Loop,
             chosen => chosen,
         }
@@ -187,12 +186,13 @@ mod tests {
     }
 
     #[test]
-    fn auto_is_grouped_on_cuda_only_and_never_for_fp8() {
+    fn auto_is_grouped_on_cuda_in_bf16_only() {
         let fp8 = Precision::Fp8(crate::fp8::Recipe::default());
         let cuda = Device::Cuda(0);
         let auto = ExpertsPath::Auto;
         assert_eq!(auto.resolve(cuda, &Precision::Bf16), ExpertsPath::Grouped);
         assert_eq!(auto.resolve(cuda, &fp8), ExpertsPath::Loop);
+        assert_eq!(auto.resolve(cuda, &Precision::Fp32), ExpertsPath::Loop);
         assert_eq!(
             auto.resolve(Device::Cpu, &Precision::Fp32),
             ExpertsPath::Loop
