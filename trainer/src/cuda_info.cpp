@@ -42,7 +42,7 @@ int whale_cuda_device_name(int index, char* name, int64_t name_len, char* err, i
 }
 
 // The most bytes the caching allocator had allocated to tensors on device `index`, and reserved
-// from the driver, since the process started or the last reset.
+// from the driver, since the process started.
 int whale_cuda_memory_peak(int index, int64_t* allocated, int64_t* reserved, char* err,
                            int64_t err_len) {
   return guarded(err, err_len, [&] {
@@ -55,12 +55,4 @@ int whale_cuda_memory_peak(int index, int64_t* allocated, int64_t* reserved, cha
   });
 }
 
-// Starts the peaks of `whale_cuda_memory_peak` over from the current usage.
-int whale_cuda_reset_peak(int index, char* err, int64_t err_len) {
-  return guarded(err, err_len, [&] {
-#ifdef WHALE_CUDA
-    c10::cuda::CUDACachingAllocator::resetPeakStats(index);
-#endif
-  });
-}
 }

@@ -24,7 +24,6 @@ extern "C" {
         err: *mut c_char,
         err_len: i64,
     ) -> c_int;
-    fn whale_cuda_reset_peak(index: c_int, err: *mut c_char, err_len: i64) -> c_int;
 }
 
 /// Dense (no sparsity) BF16 tensor-core peaks in TFLOP/s from NVIDIA's datasheets, by a fragment
@@ -75,7 +74,7 @@ pub struct MemoryPeak {
     pub reserved_bytes: u64,
 }
 
-/// The allocator's peaks on `device` since the process started or [`reset_memory_peak`].
+/// The allocator's peaks on `device` since the process started.
 pub fn memory_peak(device: Device) -> Result<MemoryPeak> {
     let index = cuda_index(device)?;
     let (mut allocated, mut reserved) = (0i64, 0i64);
@@ -86,14 +85,6 @@ pub fn memory_peak(device: Device) -> Result<MemoryPeak> {
     Ok(MemoryPeak {
         allocated_bytes: allocated as u64,
         reserved_bytes: reserved as u64,
-    })
-}
-
-/// Starts [`memory_peak`] over from the memory in use now.
-pub fn reset_memory_peak(device: Device) -> Result<()> {
-    let index = cuda_index(device)?;
-    check("resetting the GPU memory peak", |err, len| unsafe {
-        whale_cuda_reset_peak(index, err, len)
     })
 }
 

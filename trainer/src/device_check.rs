@@ -122,37 +122,9 @@ pub fn experts(device: Device, cfg: &ModelConfig, tokens: i64, runs: usize) -> R
         [tokens * cfg.n_activated_experts, cfg.dim],
         (Kind::Float, device),
     );
-    let step = |path: ExpertsPath| {
-        let x = x0.copy().set_requires_grad(true);
-        let y = crate::autocast::bf16(device, true, || {
-            experts::forward(path, &list, &dispatch.gather(&x), &dispatch.load)
-        });
-        (&y.to_kind(Kind::Float) * &probe)
-            .sum(Kind::Float)
-            .backward();
-        (x, y)
-    };
-    let grads = |path: ExpertsPath| {
-        release_grads(&vs.trainable_variables());
-        let (x, y) = step(path);
-        let mut g = vec![x.grad()];
-        for e in &list {
-            for l in [&e.gate_proj, &e.up_proj, &e.down_proj] {
-                let grad = l.weight.grad();
-                g.push(if grad.defined() {
-                    grad.copy()
-                } else {
-                    l.weight.zeros_like()
-                });
-            }
-        }
-        (
-            y.detach(),
-            Tensor::cat(&g.iter().map(|t| t.view([-1])).collect::<Vec<_>>(), 0),
-        )
-    };
-    let (y_loop, g_loop) = grads(ExpertsPath::Loop);
-    let (y_grouped, g_grouped) = grads(ExpertsPath::Grouped);
+    let (y_loop, g_loop) = experts_pass(ExpertsPath::Loop, &list, &x0, &dispatch, &probe, true);
+    let (y_grouped, g_grouped) =
+        experts_pass(ExpertsPath::Grouped, &list, &x0, &dispatch, &probe, true);
     let idle = g_grouped
         .narrow(0, tokens * cfg.dim, 3 * cfg.dim * cfg.moe_inter_dim)
         .abs()
@@ -160,8 +132,7 @@ pub fn experts(device: Device, cfg: &ModelConfig, tokens: i64, runs: usize) -> R
         .double_value(&[]);
     let time = |path| {
         median_ms(device, runs, || {
-            release_grads(&vs.trainable_variables());
-            let _ = step(path);
+            let _ = experts_pass(path, &list, &x0, &dispatch, &probe, true);
         })
     };
     let (loop_ms, grouped_ms) = (time(ExpertsPath::Loop), time(ExpertsPath::Grouped));
@@ -177,6 +148,40 @@ pub fn experts(device: Device, cfg: &ModelConfig, tokens: i64, runs: usize) -> R
         "grouped_ms": grouped_ms,
         "grouped_speedup": loop_ms / grouped_ms,
     }))
+}
+
+/// One forward and backward pass of `experts` along `path` over the copies of `x0` that
+/// `dispatch` sorts, with `probe` as the output's gradient, under BF16 autocast when `bf16`: the
+/// output, and every gradient in one flat vector (the input's, then each expert's gate, up and
+/// down weights'; zeros for an expert without tokens).
+pub fn experts_pass(
+    path: ExpertsPath,
+    experts: &[Mlp],
+    x0: &Tensor,
+    dispatch: &Dispatch,
+    probe: &Tensor,
+    bf16: bool,
+) -> (Tensor, Tensor) {
+    let weights: Vec<&Tensor> = experts
+        .iter()
+        .flat_map(|e| [&e.gate_proj.weight, &e.up_proj.weight, &e.down_proj.weight])
+        .collect();
+    release_grads(weights.iter().copied());
+    let x = x0.copy().set_requires_grad(true);
+    let y = crate::autocast::bf16(x0.device(), bf16, || {
+        experts::forward(path, experts, &dispatch.gather(&x), &dispatch.load)
+    });
+    (&y.to_kind(Kind::Float) * probe)
+        .sum(Kind::Float)
+        .backward();
+    let grads: Vec<Tensor> = std::iter::once(x.grad())
+        .chain(weights.iter().map(|w| match w.grad() {
+            g if g.defined() => g,
+            _ => w.zeros_like(),
+        }))
+        .map(|g| g.reshape([-1]))
+        .collect();
+    (y.detach(), Tensor::cat(&grads, 0))
 }
 
 /// A one-rank process group on this device's backend (NCCL on CUDA, Gloo on CPU): each

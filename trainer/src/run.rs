@@ -475,7 +475,7 @@ pub fn pick_device(name: &str) -> Result<Device> {
             if !tch::Cuda::is_available() {
                 bail!(
                     "--device cuda: libtorch sees no CUDA device (no NVIDIA GPU or driver here, or \
-                     CUDA_VISIBLE_DEVICES hides it; `nvidia-smi` should list one): train with \
+                     CUDA_VISIBLE_DEVICES hides it; `nvidia-smi` should list one): pass \
                      --device cpu, or --device auto to use a GPU only when there is one"
                 );
             }

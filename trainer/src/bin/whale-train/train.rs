@@ -90,7 +90,7 @@ pub struct Args {
     /// CPU threads for libtorch (default: libtorch's choice).
     #[arg(long)]
     threads: Option<i32>,
-    /// How the MoE's routed experts run: auto (grouped on CUDA unless --precision fp8, else
+    /// How the MoE's routed experts run: auto (grouped on CUDA in bf16, the default there; else
     /// loop), grouped (all experts as three BF16 `_grouped_mm` GEMMs over stacked weights), or
     /// loop (one SwiGLU per expert; any precision).
     #[arg(long, default_value = "auto")]
