@@ -5,8 +5,9 @@
 //! 1. one small all-reduce of the step's statistics (losses, expert loads summed over micro-batches
 //!    and ranks for the bias update, and which parameters got a gradient anywhere), so every rank
 //!    takes the same decisions (non-finite loss, bias update, which parameters the step updates);
-//! 2. the gradients, summed in buckets of [`BUCKET_BYTES`] (each rank's loss is pre-divided by the
-//!    world size, so the sum is the mean), all buckets in flight before the first is waited on.
+//! 2. the gradients, summed in buckets of `bucket_mb` (each rank's loss is pre-divided by the
+//!    world size, so the sum is the mean), each bucket's all-reduce started during the last
+//!    micro-batch's backward as soon as its gradients are complete (`grad_overlap`).
 //!
 //! The optimizer then takes the same step from the same gradients on every rank, so the weights
 //! stay identical without being sent again.
@@ -25,17 +26,15 @@
 //! back into whole parameters, so any world size, with or without ZeRO, resumes them.
 
 use std::collections::BTreeMap;
-use std::ffi::c_char;
 use std::sync::Arc;
 
 use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
-use torch_sys::C_tensor;
 
-use crate::cpp::{check, raw};
 use crate::dist::{ProcessGroup, ReduceOp, Work};
 use crate::expert_parallel::{gather_experts, split_expert_name, ExpertGroup, ExpertLayout};
+use crate::grad_overlap::{zero_missing_grads, OverlappedReduce};
 use crate::optim::{release_grads, AdamW, OptimConfig, Slot};
 
 /// How ranks share the work, from the `[distributed]` table of the train config.
@@ -50,6 +49,9 @@ pub struct DistributedConfig {
     /// process ignores it (it holds every expert, so it can resume an EP run's checkpoint).
     #[serde(default = "one")]
     pub expert_parallel: usize,
+    /// MiB of gradients per all-reduce bucket (each starts during the backward once complete).
+    #[serde(default = "bucket_mb")]
+    pub bucket_mb: f64,
 }
 
 impl Default for DistributedConfig {
@@ -57,6 +59,7 @@ impl Default for DistributedConfig {
         Self {
             zero: 0,
             expert_parallel: 1,
+            bucket_mb: bucket_mb(),
         }
     }
 }
@@ -65,18 +68,14 @@ fn one() -> usize {
     1
 }
 
-/// Gradient bytes per all-reduce: large enough to amortize each collective's latency, small enough
-/// that flattening a bucket stays cheap (DDP's default `bucket_cap_mb` is 25 MiB too).
-pub const BUCKET_BYTES: usize = 25 << 20;
-
-extern "C" {
-    fn whale_dist_zero_missing_grads(
-        tensors: *const *mut C_tensor,
-        n: i64,
-        err: *mut c_char,
-        err_len: i64,
-    ) -> i32;
+/// Gradient MiB per all-reduce by default: large enough to amortize each collective's latency,
+/// small enough that the first buckets start early in the backward (DDP's `bucket_cap_mb` is 25).
+fn bucket_mb() -> f64 {
+    25.0
 }
+
+/// Bytes per all-reduce of the expert gradients summed over replicas (after the backward).
+const EXPERT_BUCKET_BYTES: usize = 25 << 20;
 
 /// A step's numbers that every rank must agree on, before and after the all-reduce.
 pub struct StepStats {
@@ -88,13 +87,15 @@ pub struct StepStats {
 
 /// One rank of a data-parallel job.
 pub struct DataParallel {
-    pub group: ProcessGroup,
+    pub group: Arc<ProcessGroup>,
     /// Trainable parameters held by every rank, in name order.
     params: Vec<Tensor>,
     names: Vec<String>,
     zero: Option<Zero1>,
     /// With expert parallelism: this rank's routed experts and their groups.
     experts: Option<Experts>,
+    /// Without ZeRO-1: the bucketed all-reduce of `params` that overlaps the backward.
+    overlap: Option<OverlappedReduce>,
 }
 
 /// The routed experts of one rank of an expert-parallel job.
@@ -218,12 +219,27 @@ impl DataParallel {
                 "ZeRO-1 shards FP32 master weights; this model has parameters of another dtype"
             );
         }
+        ensure!(
+            cfg.bucket_mb > 0.0,
+            "[distributed] bucket_mb must be positive"
+        );
+        let group = Arc::new(group);
+        let overlap = match zero {
+            Some(_) => None,
+            None => Some(OverlappedReduce::new(
+                group.clone(),
+                &params,
+                &backward_order(vs, &params),
+                (cfg.bucket_mb * (1u64 << 20) as f64) as usize,
+            )?),
+        };
         Ok(Self {
             group,
             params,
             names,
             zero,
             experts,
+            overlap,
         })
     }
 
@@ -368,16 +384,33 @@ impl DataParallel {
         self.group.rank == 0
     }
 
+    /// Call before the last micro-batch's backward: its completed gradients start their
+    /// all-reduce while it runs.
+    pub fn before_last_backward(&self) -> Result<()> {
+        self.overlap.as_ref().map_or(Ok(()), OverlappedReduce::arm)
+    }
+
+    /// Call after the last backward: which shared parameters got a gradient on this rank (the
+    /// buckets not yet started start now, missing gradients as zeros).
+    pub fn after_last_backward(&self) -> Result<Vec<bool>> {
+        match &self.overlap {
+            Some(overlap) => overlap.finish_backward(),
+            None => Ok(self.params.iter().map(|p| p.grad().defined()).collect()),
+        }
+    }
+
+    /// Gradient buckets whose all-reduce started during this step's backward.
+    pub fn overlapped_buckets(&self) -> Option<u64> {
+        self.overlap.as_ref().map(|o| o.overlapped() as u64)
+    }
+
     /// Combines the step's statistics over ranks and readies the gradients for `step`: returns
     /// which parameters (those held by every rank, then this rank's experts) got a gradient on
-    /// some rank holding them, after giving those without one here a zero gradient.
-    pub fn reduce_stats(&self, stats: &mut StepStats) -> Result<Vec<bool>> {
+    /// some rank holding them, after giving those without one here a zero gradient. `local`
+    /// says which shared parameters got one here (`after_last_backward`).
+    pub fn reduce_stats(&self, stats: &mut StepStats, local: &[bool]) -> Result<Vec<bool>> {
         let n_means = stats.means.len();
-        let flags: Vec<f64> = self
-            .params
-            .iter()
-            .map(|p| p.grad().defined() as u8 as f64)
-            .collect();
+        let flags: Vec<f64> = local.iter().map(|&l| l as u8 as f64).collect();
         // On the parameters' device: NCCL moves CUDA tensors only.
         let device = self.params[0].device();
         let mut parts = vec![
@@ -425,19 +458,13 @@ impl DataParallel {
             anywhere.extend(Vec::<f64>::try_from(&flags)?.iter().map(|&n| n > 0.0));
             all_params.extend(&experts.params);
         }
-        let missing: Vec<*mut C_tensor> = all_params
-            .iter()
+        let reached: Vec<&Tensor> = all_params
+            .into_iter()
             .zip(&anywhere)
-            .filter(|(p, &any)| any && !p.grad().defined())
-            .map(|(p, _)| raw(p))
+            .filter(|(_, &any)| any)
+            .map(|(p, _)| p)
             .collect();
-        check(
-            "zero gradients of unreached parameters",
-            |err, len| unsafe {
-                // SAFETY: the pointers refer to live parameters; only their `.grad` is set.
-                whale_dist_zero_missing_grads(missing.as_ptr(), missing.len() as i64, err, len)
-            },
-        )?;
+        zero_missing_grads(&reached)?;
         Ok(anywhere)
     }
 
@@ -448,7 +475,19 @@ impl DataParallel {
     pub fn step(&self, optimizer: &mut AdamW, lr: f64, anywhere: &[bool]) -> Result<f64> {
         let (shared, own) = anywhere.split_at(self.params.len());
         let Some(zero) = &self.zero else {
-            all_reduce_in_buckets(&self.group, &self.params, shared)?;
+            self.overlap
+                .as_ref()
+                .expect("without ZeRO-1 the gradients go through the overlapped all-reduce")
+                .wait()?;
+            // A parameter no rank reached is not updated, as when training alone.
+            let unreached: Vec<Tensor> = self
+                .params
+                .iter()
+                .zip(shared)
+                .filter(|(_, &any)| !any)
+                .map(|(p, _)| p.shallow_clone())
+                .collect();
+            release_grads(&unreached);
             if self.experts.is_none() {
                 return Ok(optimizer.step(lr));
             }
@@ -526,6 +565,22 @@ impl DataParallel {
     }
 }
 
+/// Indices of `params` in the reverse of the order `vs` created them: the backward finishes the
+/// last-used parameters first (the model creates its layers in forward order).
+fn backward_order(vs: &nn::VarStore, params: &[Tensor]) -> Vec<usize> {
+    let created: std::collections::HashMap<usize, usize> = vs
+        .trainable_variables()
+        .iter()
+        .enumerate()
+        .map(|(at, t)| (t.data_ptr() as usize, at))
+        .collect();
+    let mut order: Vec<usize> = (0..params.len()).collect();
+    order.sort_by_key(|&i| {
+        std::cmp::Reverse(created.get(&(params[i].data_ptr() as usize)).copied())
+    });
+    order
+}
+
 /// Sums the gradients of the `params` flagged in `anywhere` over the ranks of `group`, in buckets.
 fn all_reduce_in_buckets(group: &ProcessGroup, params: &[Tensor], anywhere: &[bool]) -> Result<()> {
     let grads: Vec<Tensor> = params
@@ -540,7 +595,7 @@ fn all_reduce_in_buckets(group: &ProcessGroup, params: &[Tensor], anywhere: &[bo
     );
     tch::no_grad(|| {
         let mut in_flight = Vec::new();
-        for bucket in buckets(&grads, BUCKET_BYTES) {
+        for bucket in buckets(&grads, EXPERT_BUCKET_BYTES) {
             let flat = match bucket {
                 [g] if g.is_contiguous() => g.view([-1]),
                 _ => Tensor::cat(&bucket.iter().map(|g| g.view([-1])).collect::<Vec<_>>(), 0),

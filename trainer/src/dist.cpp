@@ -28,7 +28,12 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
+
 #include <chrono>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -68,9 +73,60 @@ int launched(Work work, void** out) {
   return 0;
 }
 
+extern "C" {
+typedef void (*whale_grad_ready_fn)(void* ctx, int64_t index);
+}
+
+// Calls `ready(ctx, index)` after a parameter's gradient accumulator has added this backward's
+// gradient to `.grad` (what DDP's Reducer hooks too): the moment that parameter's bucket may start
+// its all-reduce while the backward goes on.
+struct GradReady : torch::autograd::FunctionPostHook {
+  GradReady(whale_grad_ready_fn ready, void* ctx, int64_t index)
+      : ready_(ready), ctx_(ctx), index_(index) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list&) override {
+    ready_(ctx_, index_);
+    return outputs;
+  }
+  whale_grad_ready_fn ready_;
+  void* ctx_;
+  int64_t index_;
+};
+
+// The accumulators of the watched parameters, held so that they (and their hooks) outlive each
+// backward's graph, with the keys that remove the hooks again.
+struct GradWatch {
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
+  std::vector<uintptr_t> keys;
+};
+
 }  // namespace
 
 extern "C" {
+
+// Watches the `n` leaf tensors: `ready(ctx, i)` runs (on the autograd engine's thread) after
+// tensor i's gradient was accumulated, until `whale_dist_unwatch_grads`.
+int whale_dist_watch_grads(at::Tensor** tensors, int64_t n, whale_grad_ready_fn ready, void* ctx,
+                           void** out, char* err, int64_t err_len) {
+  return guarded(err, err_len, [&] {
+    auto watch = std::make_unique<GradWatch>();
+    for (int64_t i = 0; i < n; ++i) {
+      auto acc = torch::autograd::impl::grad_accumulator(*tensors[i]);
+      TORCH_CHECK(acc != nullptr, "tensor ", i, " is not a leaf that requires grad");
+      watch->keys.push_back(acc->add_post_hook(std::make_unique<GradReady>(ready, ctx, i)));
+      watch->accumulators.push_back(std::move(acc));
+    }
+    *out = watch.release();
+  });
+}
+
+void whale_dist_unwatch_grads(void* watch) {
+  std::unique_ptr<GradWatch> w(static_cast<GradWatch*>(watch));
+  for (size_t i = 0; i < w->accumulators.size(); ++i) {
+    w->accumulators[i]->del_post_hook(w->keys[i]);
+  }
+}
+
 
 // A TCPStore client of `host:port`, or its server too when `is_server` (rank 0 hosts it unless
 // torchrun's agent does). Keys live under `prefix` when it is not empty (torchrun's agent store

@@ -22,6 +22,7 @@ pub mod experts;
 pub mod fp8;
 pub mod generate;
 pub mod gqa;
+pub mod grad_overlap;
 pub mod host_memory;
 pub mod info;
 pub mod init_from;

@@ -119,6 +119,10 @@ pub struct StepMetrics {
     /// `ProcessGroup::sent_bytes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comm_bytes: Option<u64>,
+    /// With several ranks (and no ZeRO-1): gradient buckets whose all-reduce started while the
+    /// backward was still running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlapped_buckets: Option<u64>,
     /// With expert parallelism: bytes this rank sent in its EP group (the all-to-alls of token
     /// copies, forward and backward) during the step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -308,7 +312,10 @@ impl Trainer {
         let mut device_comm = 0.0;
         let mut loads: Vec<Tensor> = Vec::new();
         let mut dropped = Tensor::zeros([0], (Kind::Int64, Device::Cpu));
-        for _ in 0..accumulation {
+        for micro in 0..accumulation {
+            if let (Some(dp), true) = (&self.parallel, micro + 1 == accumulation) {
+                dp.before_last_backward()?;
+            }
             let batch = source.next_batch()?;
             let (tokens, doc_start) = self.to_tensors(&batch.tokens, &batch.doc_start)?;
             let losses = crate::autocast::bf16(tokens.device(), self.autocast, || {
@@ -349,7 +356,8 @@ impl Trainer {
                     means: vec![loss, main, mtp, balance, device_comm],
                     loads: loads.into_iter().chain([dropped]).collect(),
                 };
-                let anywhere = dp.reduce_stats(&mut stats)?;
+                let local = dp.after_last_backward()?;
+                let anywhere = dp.reduce_stats(&mut stats, &local)?;
                 let m = &stats.means;
                 (loss, main, mtp, balance, device_comm) = (m[0], m[1], m[2], m[3], m[4]);
                 dropped = stats.loads.pop().expect("the dropped counts");
@@ -414,6 +422,10 @@ impl Trainer {
                 .zip(self.parallel.as_ref())
                 .map(|(before, dp)| dp.sent_bytes() - before),
             ep_bytes: ep_before.zip(self.ep_sent_bytes()).map(|(a, b)| b - a),
+            overlapped_buckets: self
+                .parallel
+                .as_ref()
+                .and_then(DataParallel::overlapped_buckets),
             ep_imbalance: (self.layout.ep > 1).then(|| self.received_imbalance(&loads)),
             val_loss: None,
             val_mtp_loss: Vec::new(),

@@ -58,6 +58,9 @@ fn write_config(path: &Path, micro_batch: u64, zero: u8, ep: usize) {
     cfg.checkpoint_every = 2;
     cfg.distributed.zero = zero;
     cfg.distributed.expert_parallel = ep;
+    // Buckets of 256 KiB: tiny's 5 MB of gradients in several all-reduces, some started during the
+    // backward.
+    cfg.distributed.bucket_mb = 0.25;
     std::fs::write(path, toml::to_string(&cfg).unwrap()).unwrap();
 }
 
@@ -71,7 +74,7 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         write_shards(&root.join("shards"));
-        for b in [4, 8] {
+        for b in [2, 4, 8] {
             write_config(&root.join(format!("b{b}.toml")), b, 0, 1);
         }
         write_config(&root.join("b4-zero1.toml"), 4, 1, 1);
@@ -82,7 +85,7 @@ impl Setup {
     }
 
     /// `whale-train train` flags for run directory `run` with config `config` (`b4`, `b8`,
-    /// `b4-zero1`, `b4-ep2`, `b2-ep2`, `b2-ep2-zero1`), then `extra`.
+    /// `b2`, `b4-zero1`, `b4-ep2`, `b2-ep2`, `b2-ep2-zero1`), then `extra`.
     fn args(&self, run: &str, config: &str, extra: &[&str]) -> Vec<String> {
         let path = |p: &str| self.root.join(p).to_str().unwrap().to_string();
         let mut args: Vec<String> = [
@@ -208,6 +211,20 @@ fn ranks_match_one_rank(config: &str, nproc: &str) -> Vec<serde_json::Value> {
 fn two_ranks_match_one_rank() {
     let metrics = ranks_match_one_rank("b4", "2");
     assert!(metrics.iter().all(|m| m.get("ep_bytes").is_none()));
+    for m in &metrics {
+        let overlapped = m["overlapped_buckets"].as_u64().unwrap();
+        assert!(
+            overlapped >= 2,
+            "all-reduces started during the backward: {m}"
+        );
+    }
+}
+
+/// Two micro-batches per step: only the last backward's buckets start early, after the first
+/// one's gradients were accumulated.
+#[test]
+fn two_ranks_accumulating_micro_batches_match_one_rank() {
+    ranks_match_one_rank("b2", "2");
 }
 
 /// The experts' all-to-all shows in every step's metrics.
