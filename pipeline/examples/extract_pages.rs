@@ -3,7 +3,10 @@
 //! thread, writing `{"<file stem>": {"articleBody": text}}` — the article-extraction benchmark's
 //! prediction format — to stdout, and the extraction time to stderr as JSON.
 //!
-//! `cargo run --release --example extract_pages -- DIR [main-content|full-text]`
+//! `cargo run --example extract_pages -- DIR [main-content|full-text] [URLS.json]`
+//!
+//! URLS.json (`{"<file stem>": {"url": …}}`, e.g. the benchmark's ground-truth file, of which
+//! only `url` is read) gives each page the URL it was served from, as a WARC record does.
 
 use std::io::Read;
 use std::time::Instant;
@@ -16,6 +19,11 @@ fn main() -> anyhow::Result<()> {
     let mode: TextMode = match args.next() {
         Some(m) => serde_json::from_value(serde_json::Value::String(m))?,
         None => TextMode::default(),
+    };
+    let urls: serde_json::Value = match args.next() {
+        Some(path) => serde_json::from_slice(&std::fs::read(&path)?)
+            .map_err(|e| anyhow::anyhow!("{path}: {e}"))?,
+        None => serde_json::Value::Null,
     };
     let mut pages = Vec::new();
     for entry in std::fs::read_dir(&dir)? {
@@ -38,8 +46,9 @@ fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let mut out = serde_json::Map::new();
     for (id, bytes) in &pages {
-        let html = charset::decode_page(bytes, "", "").text;
-        let text = mode.text(&html, "");
+        let url = urls[id.as_str()]["url"].as_str().unwrap_or("");
+        let html = charset::decode_page(bytes, "", url).text;
+        let text = mode.text(&html, url);
         out.insert(id.clone(), serde_json::json!({ "articleBody": text }));
     }
     let seconds = start.elapsed().as_secs_f64();

@@ -13,6 +13,7 @@
 //! Charset detection ([`charset`]) is shared by both.
 
 pub mod charset;
+mod dom;
 mod full_text;
 mod main_content;
 
