@@ -27,6 +27,9 @@ pub struct Node {
     /// Characters of non-whitespace text in the subtree, and in links (`<a>`) in it.
     pub text_len: usize,
     pub link_len: usize,
+    /// Characters of prose in the subtree: text of paragraphs (`p`, `pre`, `blockquote`) that
+    /// are not mostly links. What a content container has most of and a sidebar little.
+    pub prose_len: usize,
 }
 
 /// The page: `nodes[0]` is the root (`<html>`).
@@ -89,7 +92,7 @@ impl Page {
         }
     }
 
-    /// Fill in `text_len` and `link_len` bottom-up.
+    /// Fill in `text_len`, `link_len` and `prose_len` bottom-up.
     fn measure(&mut self, id: usize, in_link: bool) -> (usize, usize) {
         let node = &self.nodes[id];
         if node.tag.is_empty() {
@@ -100,14 +103,22 @@ impl Page {
             return (n, links);
         }
         let in_link = in_link || node.tag == "a";
-        let (mut text, mut links) = (0, 0);
+        let is_paragraph = matches!(node.tag.as_str(), "p" | "pre" | "blockquote");
+        let (mut text, mut links, mut prose) = (0, 0, 0);
         for i in 0..self.nodes[id].children.len() {
-            let (t, l) = self.measure(self.nodes[id].children[i], in_link);
+            let child = self.nodes[id].children[i];
+            let (t, l) = self.measure(child, in_link);
             text += t;
             links += l;
+            prose += self.nodes[child].prose_len;
         }
-        self.nodes[id].text_len = text;
-        self.nodes[id].link_len = links;
+        if is_paragraph && links * 2 < text {
+            prose = text;
+        }
+        let node = &mut self.nodes[id];
+        node.text_len = text;
+        node.link_len = links;
+        node.prose_len = prose;
         (text, links)
     }
 
@@ -150,6 +161,7 @@ fn element(tag: &str, class_id: String, role: String) -> Node {
         children: Vec::new(),
         text_len: 0,
         link_len: 0,
+        prose_len: 0,
     }
 }
 

@@ -16,15 +16,21 @@
 
 use super::dom::Page;
 
-/// Class/id words that name a boilerplate part of a page.
-const BOILERPLATE: [&str; 52] = [
+/// Class/id words that name a boilerplate part of a page, whatever else the name says
+/// (`comment-content` is a comment).
+const BOILERPLATE: [&str; 40] = [
     "nav", "navbar", "navigation", "menu", "menubar", "submenu", "footer", "sidebar", "aside",
     "comment", "comments", "share", "sharing", "social", "cookie", "cookies", "consent", "gdpr",
-    "banner", "breadcrumb", "breadcrumbs", "related", "widget", "widgets", "ad", "ads", "advert",
-    "advertisement", "promo", "sponsor", "sponsored", "subscribe", "newsletter", "popup", "modal",
-    "pagination", "pager", "tags", "tagcloud", "masthead", "toolbar", "outbrain", "taboola",
-    "disqus", "recommended", "trending", "popular", "signup", "login", "copyright", "byline",
-    "dateline",
+    "breadcrumb", "breadcrumbs", "related", "ad", "ads", "advert", "advertisement", "promo",
+    "sponsor", "sponsored", "subscribe", "newsletter", "pagination", "pager", "outbrain",
+    "taboola", "disqus", "signup", "login", "copyright", "byline", "dateline",
+];
+
+/// Class/id words of parts that are boilerplate unless the name also says content
+/// (`widget` is a sidebar box, `widget Blog` holds a blog's posts).
+const WEAK_BOILERPLATE: [&str; 12] = [
+    "widget", "widgets", "banner", "popup", "modal", "tags", "tagcloud", "masthead", "toolbar",
+    "recommended", "trending", "popular",
 ];
 
 /// Prefixes of compound class words (`sharebar`, `commentlist`, `socialicons` …).
@@ -57,8 +63,9 @@ const BLOCKS: [&str; 33] = [
 /// A paragraph must have this many characters (not counting spaces) to score.
 const MIN_PARAGRAPH: usize = 25;
 
-/// A boilerplate-named element is kept when it holds more than this share of the body's text.
-const MAX_BOILERPLATE_SHARE: f64 = 0.6;
+/// A boilerplate-named element is kept when it holds more than this share of the body's prose
+/// (a layout class such as `l-sidebar-fixed` around the article).
+const MAX_BOILERPLATE_SHARE: f64 = 0.5;
 
 /// Main text of `html`; empty when the page has none (a pure link list, a login form).
 pub fn main_content(html: &str, _url: &str) -> String {
@@ -70,7 +77,7 @@ pub fn main_content(html: &str, _url: &str) -> String {
         .find(|&c| page.nodes[c].tag == "body")
         .unwrap_or(0);
     let mut cut = vec![false; page.nodes.len()];
-    mark_boilerplate(&page, body, page.nodes[body].text_len, false, &mut cut);
+    mark_boilerplate(&page, body, page.nodes[body].prose_len, false, &mut cut);
     let scores = score(&page, body, &cut);
     let Some(top) = (0..page.nodes.len())
         .filter(|&i| scores[i] > 0.0)
@@ -94,9 +101,11 @@ fn words(class_id: &str) -> impl Iterator<Item = &str> {
 }
 
 fn is_boilerplate_name(class_id: &str) -> bool {
-    words(class_id).any(|w| {
+    let strong = words(class_id).any(|w| {
         BOILERPLATE.contains(&w) || BOILERPLATE_PREFIXES.iter().any(|p| w.starts_with(p))
-    })
+    });
+    strong
+        || (words(class_id).any(|w| WEAK_BOILERPLATE.contains(&w)) && !is_content_name(class_id))
 }
 
 fn is_content_name(class_id: &str) -> bool {
@@ -104,13 +113,13 @@ fn is_content_name(class_id: &str) -> bool {
 }
 
 /// Mark boilerplate subtrees in `cut` (pass 1).
-fn mark_boilerplate(page: &Page, id: usize, body_text: usize, in_article: bool, cut: &mut [bool]) {
+fn mark_boilerplate(page: &Page, id: usize, body_prose: usize, in_article: bool, cut: &mut [bool]) {
     let node = &page.nodes[id];
     if node.tag.is_empty() {
         return;
     }
     let protected = matches!(node.tag.as_str(), "html" | "body" | "article" | "main")
-        || node.text_len as f64 > MAX_BOILERPLATE_SHARE * body_text as f64;
+        || node.prose_len as f64 > MAX_BOILERPLATE_SHARE * body_prose as f64;
     let by_tag = match node.tag.as_str() {
         "nav" | "aside" | "menu" | "footer" => true,
         // The site's header holds its menu; an article's own header holds its title.
@@ -127,7 +136,7 @@ fn mark_boilerplate(page: &Page, id: usize, body_text: usize, in_article: bool, 
     }
     let in_article = in_article || matches!(node.tag.as_str(), "article" | "main");
     for &c in &node.children {
-        mark_boilerplate(page, c, body_text, in_article, cut);
+        mark_boilerplate(page, c, body_prose, in_article, cut);
     }
 }
 
@@ -167,7 +176,12 @@ fn score(page: &Page, body: usize, cut: &[bool]) -> Vec<f64> {
             continue;
         }
         let commas = own.chars().filter(|c| matches!(c, ',' | '，' | '、' | '。' | '؛' | '،')).count();
-        let s = (1.0 + commas as f64 + (len as f64 / 100.0).min(3.0)) * (1.0 - page.link_density(id));
+        let links = if node.tag == "p" {
+            page.link_density(id).min(0.7)
+        } else {
+            page.link_density(id)
+        };
+        let s = (1.0 + commas as f64 + (len as f64 / 100.0).min(3.0)) * (1.0 - links);
         let mut up = parent[id];
         for level in 0..5 {
             if up == usize::MAX {
@@ -268,8 +282,10 @@ fn render(page: &Page, id: usize, cut: &[bool], out: &mut String) {
         }
         _ => {}
     }
-    // Link lists and link blocks inside the content: related stories, tags, "read more".
-    let is_list_like = matches!(tag, "ul" | "ol" | "dl" | "div" | "section" | "table" | "p" | "li");
+    // Link lists and link blocks inside the content: related stories, tags, "read more". A long
+    // paragraph stays even when linked a lot (people's names with pop-up cards of links).
+    let is_list_like = matches!(tag, "ul" | "ol" | "dl" | "div" | "section" | "table" | "li")
+        || (tag == "p" && node.text_len < 100);
     if is_list_like && node.text_len > 0 && page.link_density(id) > 0.5 {
         return;
     }
