@@ -6,7 +6,9 @@
 //! On Chinese, Japanese and Korean pages that quote English (code, product names, URLs) Latin
 //! letters outnumber the ideographs, although one ideograph carries about as much text as a
 //! Latin word: such pages were called English. Letters are therefore weighed per script first
-//! ([`cjk_language`]), as fastText's character n-grams effectively do.
+//! ([`cjk_language`]), as fastText's character n-grams effectively do. Likewise a Russian or
+//! Greek page that quotes a lot of Latin (commands, names) is identified from its words in its
+//! own script once they are a quarter of its letters ([`own_script_words`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -53,7 +55,8 @@ impl LangId {
         if let Some(guess) = cjk_language(sample) {
             return guess;
         }
-        match whatlang::detect(sample) {
+        let own_script = own_script_words(sample);
+        match whatlang::detect(own_script.as_deref().unwrap_or(sample)) {
             Some(info) => Guess {
                 lang: iso639_1(info.lang()).to_string(),
                 score: info.confidence(),
@@ -113,6 +116,30 @@ fn cjk_language(text: &str) -> Option<Guess> {
         lang: lang.to_string(),
         score: cjk as f64 / (cjk + other) as f64,
     })
+}
+
+/// Share of a text's letters a non-Latin script needs for its words alone to decide.
+const OWN_SCRIPT_SHARE: f64 = 0.25;
+
+/// The words of `text` written in a non-Latin alphabet, when such letters are at least
+/// [`OWN_SCRIPT_SHARE`] of all letters and Latin ones are also present; `None` otherwise.
+fn own_script_words(text: &str) -> Option<String> {
+    let (mut latin, mut other) = (0usize, 0usize);
+    for c in text.chars().filter(|c| c.is_alphabetic()) {
+        if c.is_ascii_alphabetic() || ('\u{c0}'..='\u{24f}').contains(&c) {
+            latin += 1;
+        } else {
+            other += 1;
+        }
+    }
+    if latin == 0 || (other as f64) < OWN_SCRIPT_SHARE * (latin + other) as f64 {
+        return None;
+    }
+    let words: Vec<&str> = text
+        .split_whitespace()
+        .filter(|w| w.chars().any(|c| c.is_alphabetic() && !c.is_ascii_alphabetic() && !('\u{c0}'..='\u{24f}').contains(&c)))
+        .collect();
+    Some(words.join(" "))
 }
 
 /// ISO 639-1 code of a whatlang language (every whatlang language has one).
@@ -220,6 +247,9 @@ mod tests {
         assert_eq!(id.identify(zh).lang, "zh");
         let ko = "설정 파일은 /etc/default/grub 에 있으며 update-grub 명령으로 적용합니다.";
         assert_eq!(id.identify(ko).lang, "ko");
+        let ru = "Параметр --verbose (или -v) включает подробный вывод, а --quiet отключает его \
+                  полностью: use `rsync -avz --delete src/ dest/` as an example.";
+        assert_eq!(id.identify(ru).lang, "ru");
         // A few ideographs in an English sentence do not make it Chinese.
         let en = "The word for water in Chinese is 水, and the sign is common in restaurant menus.";
         assert_eq!(id.identify(en).lang, "en");
