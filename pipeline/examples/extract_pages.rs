@@ -15,7 +15,9 @@ use pipeline::extract::{charset, TextMode};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let dir = args.next().ok_or_else(|| anyhow::anyhow!("usage: extract_pages DIR [MODE]"))?;
+    let dir = args
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("usage: extract_pages DIR [MODE]"))?;
     let mode: TextMode = match args.next() {
         Some(m) => serde_json::from_value(serde_json::Value::String(m))?,
         None => TextMode::default(),
@@ -28,7 +30,11 @@ fn main() -> anyhow::Result<()> {
     let mut pages = Vec::new();
     for entry in std::fs::read_dir(&dir)? {
         let path = entry?.path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
         let Some(stem) = name.strip_suffix(".html.gz").or(name.strip_suffix(".html")) else {
             continue;
         };
@@ -53,6 +59,9 @@ fn main() -> anyhow::Result<()> {
     }
     let seconds = start.elapsed().as_secs_f64();
     println!("{}", serde_json::Value::Object(out));
-    eprintln!("{}", serde_json::json!({ "pages": pages.len(), "seconds": seconds }));
+    eprintln!(
+        "{}",
+        serde_json::json!({ "pages": pages.len(), "seconds": seconds })
+    );
     Ok(())
 }

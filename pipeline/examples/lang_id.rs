@@ -15,9 +15,12 @@ fn main() -> anyhow::Result<()> {
         .nth(1)
         .ok_or_else(|| anyhow::anyhow!("usage: lang_id DOCS.jsonl"))?;
     let mut texts = Vec::new();
-    for (i, line) in std::io::BufReader::new(std::fs::File::open(&path)?).lines().enumerate() {
-        let value: serde_json::Value = serde_json::from_str(&line?)
-            .map_err(|e| anyhow::anyhow!("{path}:{}: {e}", i + 1))?;
+    for (i, line) in std::io::BufReader::new(std::fs::File::open(&path)?)
+        .lines()
+        .enumerate()
+    {
+        let value: serde_json::Value =
+            serde_json::from_str(&line?).map_err(|e| anyhow::anyhow!("{path}:{}: {e}", i + 1))?;
         let text = value["text"]
             .as_str()
             .ok_or_else(|| anyhow::anyhow!("{path}:{}: no string `text`", i + 1))?;
@@ -28,8 +31,14 @@ fn main() -> anyhow::Result<()> {
     let guesses: Vec<_> = texts.iter().map(|t| id.identify(t)).collect();
     let seconds = start.elapsed().as_secs_f64();
     for g in guesses {
-        println!("{}", serde_json::json!({ "lang": g.lang, "language_score": g.score }));
+        println!(
+            "{}",
+            serde_json::json!({ "lang": g.lang, "language_score": g.score })
+        );
     }
-    eprintln!("{}", serde_json::json!({ "docs": texts.len(), "seconds": seconds }));
+    eprintln!(
+        "{}",
+        serde_json::json!({ "docs": texts.len(), "seconds": seconds })
+    );
     Ok(())
 }

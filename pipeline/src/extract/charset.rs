@@ -104,7 +104,11 @@ fn meta_charset(body: &[u8]) -> Option<String> {
 
 /// `cn` of `http://www.example.cn/x`: chardetng weighs its guess by the domain's usual scripts.
 fn top_level_domain(url: &str) -> Option<&[u8]> {
-    let host = url.split("://").nth(1)?.split(['/', ':', '?', '#']).next()?;
+    let host = url
+        .split("://")
+        .nth(1)?
+        .split(['/', ':', '?', '#'])
+        .next()?;
     let tld = host.rsplit('.').next()?;
     (!tld.is_empty() && tld.bytes().all(|b| b.is_ascii_alphabetic())).then_some(tld.as_bytes())
 }
@@ -125,13 +129,20 @@ mod tests {
         let text = "<p>中文网页的正文内容，讲述一件事情。</p>";
         let gbk = encode(text, "gbk");
         let page = decode_page(&gbk, "text/html; charset=GBK", "");
-        assert_eq!((page.text.as_str(), page.source), (text, CharsetSource::HttpHeader));
-        let mut meta = b"<meta http-equiv=\"Content-Type\" content=\"text/html; charset=shift_jis\">"
-            .to_vec();
+        assert_eq!(
+            (page.text.as_str(), page.source),
+            (text, CharsetSource::HttpHeader)
+        );
+        let mut meta =
+            b"<meta http-equiv=\"Content-Type\" content=\"text/html; charset=shift_jis\">".to_vec();
         meta.extend(encode("<p>日本語のページです。</p>", "shift_jis"));
         let page = decode_page(&meta, "text/html", "");
         assert_eq!(page.source, CharsetSource::Meta);
-        assert!(page.text.ends_with("<p>日本語のページです。</p>"), "{}", page.text);
+        assert!(
+            page.text.ends_with("<p>日本語のページです。</p>"),
+            "{}",
+            page.text
+        );
     }
 
     #[test]
@@ -141,14 +152,32 @@ mod tests {
         let cp1251 = encode(russian, "windows-1251");
         let page = decode_page(&cp1251, "text/html", "http://example.ru/");
         assert_eq!(page.encoding, encoding_rs::WINDOWS_1251);
-        assert_eq!((page.text.as_str(), page.source), (russian, CharsetSource::Detected));
+        assert_eq!(
+            (page.text.as_str(), page.source),
+            (russian, CharsetSource::Detected)
+        );
         // Labelled UTF-8 but served as GBK: the label decodes to garbage, the detector wins.
-        let chinese = "<p>这是一个用简体中文写的网页，服务器声明的字符集是错误的，但是内容本身很清楚。</p>";
-        let page = decode_page(&encode(chinese, "gbk"), "text/html; charset=utf-8", "http://a.cn/");
-        assert_eq!((page.text.as_str(), page.source), (chinese, CharsetSource::Detected));
+        let chinese =
+            "<p>这是一个用简体中文写的网页，服务器声明的字符集是错误的，但是内容本身很清楚。</p>";
+        let page = decode_page(
+            &encode(chinese, "gbk"),
+            "text/html; charset=utf-8",
+            "http://a.cn/",
+        );
+        assert_eq!(
+            (page.text.as_str(), page.source),
+            (chinese, CharsetSource::Detected)
+        );
         // Labelled latin-1 but valid UTF-8: UTF-8.
-        let page = decode_page("<p>Grüße</p>".as_bytes(), "text/html; charset=iso-8859-1", "");
-        assert_eq!((page.text.as_str(), page.source), ("<p>Grüße</p>", CharsetSource::Utf8));
+        let page = decode_page(
+            "<p>Grüße</p>".as_bytes(),
+            "text/html; charset=iso-8859-1",
+            "",
+        );
+        assert_eq!(
+            (page.text.as_str(), page.source),
+            ("<p>Grüße</p>", CharsetSource::Utf8)
+        );
     }
 
     #[test]
@@ -156,8 +185,14 @@ mod tests {
         let mut utf16 = vec![0xff, 0xfe];
         utf16.extend("<p>Ünïcödé</p>".encode_utf16().flat_map(u16::to_le_bytes));
         let page = decode_page(&utf16, "text/html; charset=iso-8859-1", "");
-        assert_eq!((page.text.as_str(), page.source), ("<p>Ünïcödé</p>", CharsetSource::Bom));
+        assert_eq!(
+            (page.text.as_str(), page.source),
+            ("<p>Ünïcödé</p>", CharsetSource::Bom)
+        );
         let page = decode_page(b"\xef\xbb\xbf<p>x</p>", "", "");
-        assert_eq!((page.text.as_str(), page.source), ("<p>x</p>", CharsetSource::Bom));
+        assert_eq!(
+            (page.text.as_str(), page.source),
+            ("<p>x</p>", CharsetSource::Bom)
+        );
     }
 }

@@ -8,8 +8,8 @@ use dom_query::{Document, NodeRef};
 
 /// Elements whose content is never readable text.
 const SKIPPED: [&str; 14] = [
-    "head", "script", "style", "noscript", "template", "svg", "math", "iframe", "select",
-    "button", "input", "textarea", "object", "canvas",
+    "head", "script", "style", "noscript", "template", "svg", "math", "iframe", "select", "button",
+    "input", "textarea", "object", "canvas",
 ];
 
 /// One element or text run of the page.
@@ -42,7 +42,8 @@ impl Page {
     pub fn parse(html: &str) -> Page {
         let doc = Document::from(html);
         let mut page = Page { nodes: Vec::new() };
-        page.nodes.push(element("html", String::new(), String::new()));
+        page.nodes
+            .push(element("html", String::new(), String::new()));
         let root = doc.root();
         for child in root.children_it(false) {
             if child.node_name().as_deref() == Some("html") {
@@ -73,7 +74,10 @@ impl Page {
         if !node.is_element() {
             return;
         }
-        let tag = node.node_name().map(|n| n.to_ascii_lowercase()).unwrap_or_default();
+        let tag = node
+            .node_name()
+            .map(|n| n.to_ascii_lowercase())
+            .unwrap_or_default();
         if SKIPPED.contains(&tag.as_str()) || is_hidden(node) {
             return;
         }
@@ -83,7 +87,10 @@ impl Page {
             node.id_attr().as_deref().unwrap_or("")
         )
         .to_ascii_lowercase();
-        let role = node.attr("role").map(|r| r.to_ascii_lowercase()).unwrap_or_default();
+        let role = node
+            .attr("role")
+            .map(|r| r.to_ascii_lowercase())
+            .unwrap_or_default();
         let id = self.nodes.len();
         self.nodes.push(element(&tag, class_id, role));
         self.nodes[parent].children.push(id);

@@ -19,24 +19,81 @@ use super::dom::Page;
 /// Class/id words that name a boilerplate part of a page, whatever else the name says
 /// (`comment-content` is a comment).
 const BOILERPLATE: [&str; 40] = [
-    "nav", "navbar", "navigation", "menu", "menubar", "submenu", "footer", "sidebar", "aside",
-    "comment", "comments", "share", "sharing", "social", "cookie", "cookies", "consent", "gdpr",
-    "breadcrumb", "breadcrumbs", "related", "ad", "ads", "advert", "advertisement", "promo",
-    "sponsor", "sponsored", "subscribe", "newsletter", "pagination", "pager", "outbrain",
-    "taboola", "disqus", "signup", "login", "copyright", "byline", "dateline",
+    "nav",
+    "navbar",
+    "navigation",
+    "menu",
+    "menubar",
+    "submenu",
+    "footer",
+    "sidebar",
+    "aside",
+    "comment",
+    "comments",
+    "share",
+    "sharing",
+    "social",
+    "cookie",
+    "cookies",
+    "consent",
+    "gdpr",
+    "breadcrumb",
+    "breadcrumbs",
+    "related",
+    "ad",
+    "ads",
+    "advert",
+    "advertisement",
+    "promo",
+    "sponsor",
+    "sponsored",
+    "subscribe",
+    "newsletter",
+    "pagination",
+    "pager",
+    "outbrain",
+    "taboola",
+    "disqus",
+    "signup",
+    "login",
+    "copyright",
+    "byline",
+    "dateline",
 ];
 
 /// Class/id words of parts that are boilerplate unless the name also says content
 /// (`widget` is a sidebar box, `widget Blog` holds a blog's posts).
 const WEAK_BOILERPLATE: [&str; 12] = [
-    "widget", "widgets", "banner", "popup", "modal", "tags", "tagcloud", "masthead", "toolbar",
-    "recommended", "trending", "popular",
+    "widget",
+    "widgets",
+    "banner",
+    "popup",
+    "modal",
+    "tags",
+    "tagcloud",
+    "masthead",
+    "toolbar",
+    "recommended",
+    "trending",
+    "popular",
 ];
 
 /// Prefixes of compound class words (`sharebar`, `commentlist`, `socialicons` …).
 const BOILERPLATE_PREFIXES: [&str; 14] = [
-    "share", "social", "comment", "cookie", "sidebar", "footer", "related", "breadcrumb",
-    "advert", "sponsor", "subscri", "newsletter", "navbar", "pagination",
+    "share",
+    "social",
+    "comment",
+    "cookie",
+    "sidebar",
+    "footer",
+    "related",
+    "breadcrumb",
+    "advert",
+    "sponsor",
+    "subscri",
+    "newsletter",
+    "navbar",
+    "pagination",
 ];
 
 /// Class/id words that name the content container.
@@ -46,7 +103,13 @@ const CONTENT: [&str; 10] = [
 
 /// ARIA roles of boilerplate landmarks.
 const BOILERPLATE_ROLES: [&str; 8] = [
-    "navigation", "banner", "contentinfo", "complementary", "dialog", "alertdialog", "menu",
+    "navigation",
+    "banner",
+    "contentinfo",
+    "complementary",
+    "dialog",
+    "alertdialog",
+    "menu",
     "search",
 ];
 
@@ -55,9 +118,39 @@ const PARAGRAPHS: [&str; 8] = ["p", "pre", "blockquote", "td", "dd", "li", "div"
 
 /// Elements rendered on lines of their own.
 const BLOCKS: [&str; 33] = [
-    "p", "div", "section", "article", "main", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol",
-    "li", "dl", "dt", "dd", "table", "tr", "pre", "blockquote", "header", "footer", "form",
-    "fieldset", "address", "center", "details", "summary", "hr", "tbody", "thead", "body",
+    "p",
+    "div",
+    "section",
+    "article",
+    "main",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "ul",
+    "ol",
+    "li",
+    "dl",
+    "dt",
+    "dd",
+    "table",
+    "tr",
+    "pre",
+    "blockquote",
+    "header",
+    "footer",
+    "form",
+    "fieldset",
+    "address",
+    "center",
+    "details",
+    "summary",
+    "hr",
+    "tbody",
+    "thead",
+    "body",
 ];
 
 /// A paragraph must have this many characters (not counting spaces) to score.
@@ -101,11 +194,9 @@ fn words(class_id: &str) -> impl Iterator<Item = &str> {
 }
 
 fn is_boilerplate_name(class_id: &str) -> bool {
-    let strong = words(class_id).any(|w| {
-        BOILERPLATE.contains(&w) || BOILERPLATE_PREFIXES.iter().any(|p| w.starts_with(p))
-    });
-    strong
-        || (words(class_id).any(|w| WEAK_BOILERPLATE.contains(&w)) && !is_content_name(class_id))
+    let strong = words(class_id)
+        .any(|w| BOILERPLATE.contains(&w) || BOILERPLATE_PREFIXES.iter().any(|p| w.starts_with(p)));
+    strong || (words(class_id).any(|w| WEAK_BOILERPLATE.contains(&w)) && !is_content_name(class_id))
 }
 
 fn is_content_name(class_id: &str) -> bool {
@@ -175,7 +266,10 @@ fn score(page: &Page, body: usize, cut: &[bool]) -> Vec<f64> {
         if len < MIN_PARAGRAPH {
             continue;
         }
-        let commas = own.chars().filter(|c| matches!(c, ',' | '，' | '、' | '。' | '؛' | '،')).count();
+        let commas = own
+            .chars()
+            .filter(|c| matches!(c, ',' | '，' | '、' | '。' | '؛' | '،'))
+            .count();
         let links = if node.tag == "p" {
             page.link_density(id).min(0.7)
         } else {
@@ -235,7 +329,8 @@ fn own_text(page: &Page, id: usize) -> String {
 /// The winner and those of its siblings that belong to the same content: a score of at least a
 /// fifth of the winner's, or a paragraph of plain prose.
 fn with_siblings(page: &Page, top: usize, scores: &[f64], cut: &[bool]) -> Vec<usize> {
-    let Some(parent) = (0..page.nodes.len()).find(|&p| page.nodes[p].children.contains(&top)) else {
+    let Some(parent) = (0..page.nodes.len()).find(|&p| page.nodes[p].children.contains(&top))
+    else {
         return vec![top];
     };
     let threshold = (scores[top] * 0.2).max(10.0);

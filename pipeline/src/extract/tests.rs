@@ -13,7 +13,14 @@ const ZH_ARTICLE: [&str; 4] = [
     "专家认为，轨道交通和地面公交的衔接是提升城市通勤效率的关键，需要统筹规划。",
 ];
 const ZH_MENU: [&str; 8] = [
-    "首页", "要闻动态", "政务公开", "办事服务", "互动交流", "专题专栏", "数据发布", "关于我们",
+    "首页",
+    "要闻动态",
+    "政务公开",
+    "办事服务",
+    "互动交流",
+    "专题专栏",
+    "数据发布",
+    "关于我们",
 ];
 
 fn zh_portal() -> String {
@@ -22,7 +29,9 @@ fn zh_portal() -> String {
         .map(|m| format!("<li><a href=\"/{m}.html\">{m}</a></li> | "))
         .collect();
     let related: String = (1..=12)
-        .map(|i| format!("<li><a href=\"/news/{i}.html\">相关新闻标题第{i}条：区里召开工作会议</a></li>"))
+        .map(|i| {
+            format!("<li><a href=\"/news/{i}.html\">相关新闻标题第{i}条：区里召开工作会议</a></li>")
+        })
         .collect();
     let paragraphs: String = ZH_ARTICLE.iter().map(|p| format!("<p>{p}</p>")).collect();
     format!(
@@ -119,7 +128,10 @@ fn has_all(text: &str, parts: &[&str]) {
 
 fn has_none(text: &str, parts: &[&str]) {
     for part in parts {
-        assert!(!text.contains(part), "boilerplate {part:?} kept in:\n{text}");
+        assert!(
+            !text.contains(part),
+            "boilerplate {part:?} kept in:\n{text}"
+        );
     }
 }
 
@@ -127,7 +139,18 @@ fn has_none(text: &str, parts: &[&str]) {
 fn chinese_portal_keeps_the_article_without_menus_or_link_lists() {
     let text = main_content(&zh_portal(), "http://www.example.gov.cn/news/1.html");
     has_all(&text, &ZH_ARTICLE);
-    has_none(&text, &["要闻动态", "政务公开", "相关新闻标题", "备案号", "登录", "[", "*"]);
+    has_none(
+        &text,
+        &[
+            "要闻动态",
+            "政务公开",
+            "相关新闻标题",
+            "备案号",
+            "登录",
+            "[",
+            "*",
+        ],
+    );
     // The full-text rendering keeps the menus: the mode is a real choice.
     let full = full_text(&zh_portal());
     has_all(&full, &ZH_ARTICLE);
@@ -146,10 +169,20 @@ fn table_layout_comes_out_without_table_rules_or_menu_cells() {
 fn blog_drops_cookie_banner_navigation_share_comments_and_footer() {
     let text = main_content(&en_blog(), "https://news.example.com/2024/park");
     has_all(&text, &EN_ARTICLE);
-    has_all(&text, &["What happens next", "A budget vote", "park_area_m2 = 42000"]);
+    has_all(
+        &text,
+        &["What happens next", "A budget vote", "park_area_m2 = 42000"],
+    );
     has_none(
         &text,
-        &["cookie", "Sports", "Share on", "Finally!", "All rights reserved", "Privacy"],
+        &[
+            "cookie",
+            "Sports",
+            "Share on",
+            "Finally!",
+            "All rights reserved",
+            "Privacy",
+        ],
     );
     // Paragraphs and list items are lines of their own, without markup.
     assert!(text.lines().any(|l| l.trim() == EN_ARTICLE[1]), "{text}");

@@ -137,7 +137,13 @@ fn own_script_words(text: &str) -> Option<String> {
     }
     let words: Vec<&str> = text
         .split_whitespace()
-        .filter(|w| w.chars().any(|c| c.is_alphabetic() && !c.is_ascii_alphabetic() && !('\u{c0}'..='\u{24f}').contains(&c)))
+        .filter(|w| {
+            w.chars().any(|c| {
+                c.is_alphabetic()
+                    && !c.is_ascii_alphabetic()
+                    && !('\u{c0}'..='\u{24f}').contains(&c)
+            })
+        })
         .collect();
     Some(words.join(" "))
 }
@@ -241,7 +247,8 @@ mod tests {
     #[test]
     fn cjk_pages_quoting_english_keep_their_language() {
         let id = LangId::default();
-        let ja = "設定ファイルは /etc/apt/sources.list にあります。apt-get update を実行してください。";
+        let ja =
+            "設定ファイルは /etc/apt/sources.list にあります。apt-get update を実行してください。";
         assert_eq!(id.identify(ja).lang, "ja");
         let zh = "使用 apt-get install firefox-esr 命令安装浏览器，然后运行 firefox 即可。";
         assert_eq!(id.identify(zh).lang, "zh");

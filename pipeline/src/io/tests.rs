@@ -275,7 +275,8 @@ fn real_files_in_shared_data_read_without_panics() {
 #[test]
 fn warc_html_is_main_content_by_default_and_full_text_on_request() {
     let dir = tempfile::tempdir().unwrap();
-    let article = "Die Stadtverwaltung hat am Dienstag beschlossen, den alten Güterbahnhof in einen \
+    let article =
+        "Die Stadtverwaltung hat am Dienstag beschlossen, den alten Güterbahnhof in einen \
                    Park mit Wegen, Gärten und einer kleinen Bühne umzubauen.";
     let menu: String = ["Startseite", "Politik", "Kultur", "Sport", "Kontakt"]
         .iter()
