@@ -54,7 +54,7 @@ fn main() -> anyhow::Result<()> {
     for (id, bytes) in &pages {
         let url = urls[id.as_str()]["url"].as_str().unwrap_or("");
         let html = charset::decode_page(bytes, "", url).text;
-        let text = mode.text(&html, url);
+        let text = mode.text(&html);
         out.insert(id.clone(), serde_json::json!({ "articleBody": text }));
     }
     let seconds = start.elapsed().as_secs_f64();

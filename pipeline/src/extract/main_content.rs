@@ -161,7 +161,7 @@ const MIN_PARAGRAPH: usize = 25;
 const MAX_BOILERPLATE_SHARE: f64 = 0.5;
 
 /// Main text of `html`; empty when the page has none (a pure link list, a login form).
-pub fn main_content(html: &str, _url: &str) -> String {
+pub fn main_content(html: &str) -> String {
     let page = Page::parse(html);
     let body = page.nodes[0]
         .children

@@ -34,10 +34,10 @@ pub enum TextMode {
 }
 
 impl TextMode {
-    /// Text of `html` (served from `url`, which may be empty) in this mode.
-    pub fn text(self, html: &str, url: &str) -> String {
+    /// Text of `html` in this mode.
+    pub fn text(self, html: &str) -> String {
         match self {
-            TextMode::MainContent => main_content(html, url),
+            TextMode::MainContent => main_content(html),
             TextMode::FullText => full_text(html),
         }
     }

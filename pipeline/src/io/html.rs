@@ -48,7 +48,7 @@ pub fn response_text(block: &[u8], url: &str, mode: TextMode) -> Result<String, 
     let page = charset::decode_page(&body, &content_type, url);
     Ok(match payload {
         Payload::PlainText => page.text,
-        Payload::Html => mode.text(&page.text, url),
+        Payload::Html => mode.text(&page.text),
     })
 }
 
