@@ -3,6 +3,7 @@
 
 pub mod dedup;
 pub mod doc;
+pub mod extract;
 pub mod filter;
 pub mod io;
 pub mod normalize;

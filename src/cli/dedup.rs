@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use pipeline::dedup::{DedupConfig, Run, Scheme, Step, Tasks};
+use pipeline::extract::TextMode;
 
 /// Remove exact and near duplicates across ALL inputs at once (global, as DeepSeek LLM did):
 /// keep one document per cluster (oldest dump, then smallest id; with --scheme datatrove the one
@@ -59,6 +60,10 @@ pub struct Args {
     /// Jaccard below which --verify drops a candidate pair.
     #[arg(long)]
     pub verify_threshold: Option<f64>,
+    /// Text of WARC HTML pages: `main-content` (navigation, footers, link lists, comments
+    /// removed, as trafilatura does for FineWeb) or `full-text` (every visible line of the page).
+    #[arg(long, value_parser = ["main-content", "full-text"])]
+    pub html: Option<String>,
     /// Run only this sub-step.
     #[arg(long, value_parser = ["signatures", "buckets", "clusters", "filter"])]
     pub step: Option<String>,
@@ -92,6 +97,11 @@ impl Args {
         match self.scheme.as_deref() {
             Some("datatrove") => c.scheme = Scheme::Datatrove,
             Some(_) => c.scheme = Scheme::Whale,
+            None => {}
+        }
+        match self.html.as_deref() {
+            Some("full-text") => c.html = TextMode::FullText,
+            Some(_) => c.html = TextMode::MainContent,
             None => {}
         }
         c.seed = self.seed.or(c.seed);

@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::extract::TextMode;
+use crate::io::ReadOptions;
+
 /// How documents become MinHash signatures and which copy of a cluster is kept.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -45,6 +48,9 @@ pub struct DedupConfig {
     pub seed: Option<u64>,
     /// Number of key partitions of the bucket step (its unit of parallel work and memory).
     pub partitions: usize,
+    /// Text of WARC HTML pages: their main content (boilerplate removed, as FineWeb) or the
+    /// whole page's text.
+    pub html: TextMode,
 }
 
 impl Default for DedupConfig {
@@ -61,6 +67,7 @@ impl Default for DedupConfig {
             verify_threshold: 0.7,
             seed: None,
             partitions: 64,
+            html: TextMode::MainContent,
         }
     }
 }
@@ -75,6 +82,11 @@ impl DedupConfig {
     pub fn from_toml(text: &str) -> anyhow::Result<DedupConfig> {
         let file: ConfigFile = toml::from_str(text)?;
         file.dedup.validate()
+    }
+
+    /// How the input files are read (the signatures and filter steps must read them alike).
+    pub fn read_options(&self) -> ReadOptions {
+        ReadOptions { html: self.html }
     }
 
     /// The permutations' seed in effect.

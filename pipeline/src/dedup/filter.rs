@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 
 use super::layout::{doc_key, key_file, key_record};
 use super::Run;
-use crate::io::{read_documents, DocumentWriter};
+use crate::io::{read_documents_with, DocumentWriter};
 
 /// Sorted keys of all removed documents, as the clustering step wrote them.
 pub fn load_removed(run: &Run) -> Result<Vec<u64>> {
@@ -30,7 +30,7 @@ pub fn run_file(run: &Run, file: usize, removed: &[u64]) -> Result<u64> {
     let path = &run.inputs[file];
     let mut out = DocumentWriter::create(&run.layout.docs(file))?;
     let mut record = 0u64;
-    for doc in read_documents(path).flatten() {
+    for doc in read_documents_with(path, run.config.read_options()).flatten() {
         if gone.peek() == Some(&record) {
             gone.next();
         } else {

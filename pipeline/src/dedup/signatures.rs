@@ -15,7 +15,7 @@ use super::config::Scheme;
 use super::layout::{doc_key, AtomicFile, DocMeta, Entry, Reason};
 use super::Run;
 use crate::doc::Document;
-use crate::io::{read_documents, SkipCounts};
+use crate::io::{read_documents_with, SkipCounts};
 use crate::normalize::normalize;
 
 /// Documents hashed in parallel at once: bounds the text held in memory by one file's worker.
@@ -115,7 +115,7 @@ pub fn run_file(run: &Run, file: usize) -> Result<FileStats> {
     let mut entries = Vec::new();
     let mut shingles_at = 0u64;
     let mut batch: Vec<Document> = Vec::with_capacity(BATCH_DOCS);
-    let mut reader = read_documents(path).peekable();
+    let mut reader = read_documents_with(path, run.config.read_options()).peekable();
     while reader.peek().is_some() {
         batch.clear();
         for item in reader.by_ref() {

@@ -215,8 +215,10 @@ fn filter_file(
             stats.record(&doc, &d);
             if filter.cfg.lang.enabled {
                 doc.lang = d.lang.clone();
+                // datatrove's LanguageFilter metadata: `language` … here `lang`, and its score.
+                doc.meta.insert("lang".into(), d.lang.clone());
                 doc.meta
-                    .insert("lang_score".into(), format!("{:.4}", d.lang_score));
+                    .insert("language_score".into(), format!("{:.4}", d.lang_score));
             }
             match d.dropped_by {
                 Some(rule) => {

@@ -1,31 +1,29 @@
 //! The payload of a WARC `response` record: HTTP header parsing, chunked transfer decoding, gzip
-//! content decoding, and HTML → main text with html2text (html5ever underneath), which drops
-//! scripts, styles and markup the way a browser's text rendering would.
+//! content decoding, then the page's charset and text (see [`crate::extract`]). Responses that
+//! are not pages (images, PDFs, JSON, feeds) are skipped as `not_html`.
 
-use std::borrow::Cow;
 use std::io::Read;
 
 use super::skip::SkipKind;
+use crate::extract::{charset, TextMode};
 
 /// Why a payload is not a document: the skip kind and a detail for the log.
 pub type Rejection = (SkipKind, String);
 
-/// Text of an HTTP response block, or why it is not a document.
-pub fn response_text(block: &[u8]) -> Result<String, Rejection> {
+/// What a response's payload is, from its `Content-Type` (or a look at the body without one).
+#[derive(Debug, PartialEq, Eq)]
+enum Payload {
+    Html,
+    PlainText,
+}
+
+/// Text of the HTTP response block of a page served from `url`, in `mode`, or why it is not a
+/// document.
+pub fn response_text(block: &[u8], url: &str, mode: TextMode) -> Result<String, Rejection> {
     let (headers, body) = split_http(block)?;
     let content_type = header(headers, "content-type")
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let is_html = content_type.is_empty()
-        || content_type.contains("html")
-        || content_type.contains("xml")
-        || content_type.starts_with("text/");
-    if !is_html {
-        return Err((
-            SkipKind::Binary,
-            format!("content type `{content_type}` is not text"),
-        ));
-    }
     let mut body = body.to_vec();
     if header(headers, "transfer-encoding")
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
@@ -42,59 +40,38 @@ pub fn response_text(block: &[u8]) -> Result<String, Rejection> {
             .map_err(|e| (SkipKind::CorruptCompression, format!("gzip body: {e}")))?;
         body = decoded;
     }
-    if body.contains(&0) {
+    let payload = payload_kind(&content_type, &body)?;
+    // UTF-16 pages (with a BOM) hold NUL bytes legitimately; anything else with them is binary.
+    if body.contains(&0) && encoding_rs::Encoding::for_bom(&body).is_none() {
         return Err((SkipKind::Binary, "NUL bytes in body".to_string()));
     }
-    let html = decode(&body, &content_type)?;
-    let text = if content_type.starts_with("text/plain") {
-        html.into_owned()
-    } else {
-        html_to_text(&html)?
-    };
-    Ok(text)
+    let page = charset::decode_page(&body, &content_type, url);
+    Ok(match payload {
+        Payload::PlainText => page.text,
+        Payload::Html => mode.text(&page.text),
+    })
 }
 
-/// Body as text: UTF-8 when valid, else the charset declared in the HTTP header or a `<meta>`
-/// tag near the top; an undeclared non-UTF-8 body is a skip rather than a guess.
-fn decode<'a>(body: &'a [u8], content_type: &str) -> Result<Cow<'a, str>, Rejection> {
-    let err = match std::str::from_utf8(body) {
-        Ok(text) => return Ok(Cow::Borrowed(text)),
-        Err(e) => e,
-    };
-    let head = String::from_utf8_lossy(&body[..body.len().min(4096)]).to_ascii_lowercase();
-    let declared = [content_type, head.as_str()].into_iter().find_map(|s| {
-        let value = &s[s.find("charset=")? + 8..];
-        let value = value.trim_start_matches(['"', '\'', ' ']);
-        let end = value.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'));
-        Some(value[..end.unwrap_or(value.len())].to_string())
-    });
-    let encoding = declared
-        .as_deref()
-        .and_then(|label| encoding_rs::Encoding::for_label(label.as_bytes()))
-        .filter(|enc| *enc != encoding_rs::UTF_8)
-        .ok_or_else(|| {
-            (
-                SkipKind::InvalidUtf8,
-                format!("{err}, and no other charset declared"),
-            )
-        })?;
-    let (text, _, had_errors) = encoding.decode(body);
-    if had_errors && text.matches('\u{fffd}').count() * 100 > text.len() {
-        return Err((
-            SkipKind::InvalidUtf8,
-            format!("not valid {}", encoding.name()),
-        ));
+/// HTML or plain text by content type; a response without one is HTML when its body starts with
+/// a tag. Other types (images, PDF, JSON, RSS/Atom, JavaScript, CSS) are not documents.
+fn payload_kind(content_type: &str, body: &[u8]) -> Result<Payload, Rejection> {
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    match mime {
+        "text/html" | "application/xhtml+xml" => Ok(Payload::Html),
+        "text/plain" => Ok(Payload::PlainText),
+        "" => {
+            let first = body.iter().find(|b| !b.is_ascii_whitespace());
+            Ok(if first == Some(&b'<') {
+                Payload::Html
+            } else {
+                Payload::PlainText
+            })
+        }
+        other => Err((
+            SkipKind::NotHtml,
+            format!("content type `{other}` is not a page"),
+        )),
     }
-    Ok(text)
-}
-
-/// Main text of an HTML page: one line per block element, no link footnotes or decorations.
-pub fn html_to_text(html: &str) -> Result<String, Rejection> {
-    html2text::config::plain_no_decorate()
-        .link_footnotes(false)
-        .allow_width_overflow()
-        .string_from_read(html.as_bytes(), 100_000)
-        .map_err(|e| (SkipKind::Binary, format!("html: {e}")))
 }
 
 /// Split an HTTP response into its header lines and body.
@@ -151,29 +128,44 @@ pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
+    fn text(block: &[u8]) -> Result<String, Rejection> {
+        response_text(block, "http://example.com/a", TextMode::FullText)
+    }
+
     #[test]
     fn html_response_becomes_text_without_scripts() {
         let block = b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\r\n\
             <html><head><script>var x = 1;</script><style>p{}</style></head>\
             <body><h1>Title</h1><p>Hello <b>world</b>.</p></body></html>";
-        let text = response_text(block).unwrap();
+        let text = text(block).unwrap();
         assert!(text.contains("Title"), "{text}");
         assert!(text.contains("Hello world."), "{text}");
         assert!(!text.contains("var x"), "{text}");
     }
 
     #[test]
-    fn chunked_and_non_text_responses() {
+    fn chunked_plain_and_non_page_responses() {
         let block =
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n\
             5\r\nHello\r\n6\r\n world\r\n0\r\n\r\n";
-        assert_eq!(response_text(block).unwrap(), "Hello world");
+        assert_eq!(text(block).unwrap(), "Hello world");
         let image = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n\r\n\x89PNG";
-        assert_eq!(response_text(image).unwrap_err().0, SkipKind::Binary);
-        let latin1 = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\ncaf\xe9";
-        assert_eq!(response_text(latin1).unwrap_err().0, SkipKind::InvalidUtf8);
+        assert_eq!(text(image).unwrap_err().0, SkipKind::NotHtml);
+        let pdf = b"HTTP/1.1 200 OK\r\nContent-Type: application/pdf\r\n\r\n%PDF-1.4";
+        assert_eq!(text(pdf).unwrap_err().0, SkipKind::NotHtml);
+        let nul = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<p>a\x00b</p>";
+        assert_eq!(text(nul).unwrap_err().0, SkipKind::Binary);
+        // No content type: a body that starts with a tag is HTML.
+        let bare = b"HTTP/1.1 200 OK\r\n\r\n  <p>Bare <i>page</i></p>";
+        assert_eq!(text(bare).unwrap().trim(), "Bare page");
+    }
+
+    #[test]
+    fn undeclared_legacy_charsets_are_decoded_not_dropped() {
+        let latin1 = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\ncaf\xe9 cr\xe8me";
+        assert_eq!(text(latin1).unwrap(), "caf\u{e9} cr\u{e8}me");
         let gbk = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n\
             <meta charset=\"gbk\"><p>\xd6\xd0\xce\xc4</p>";
-        assert_eq!(response_text(gbk).unwrap().trim(), "\u{4e2d}\u{6587}");
+        assert_eq!(text(gbk).unwrap().trim(), "\u{4e2d}\u{6587}");
     }
 }

@@ -36,14 +36,28 @@ pub use parquet::{tmp_path, DocumentWriter, ParquetDocuments, COLUMNS, DEFAULT_B
 pub use skip::{Skip, SkipCounts, SkipKind};
 
 use crate::doc::Document;
+use crate::extract::TextMode;
+
+/// How readers turn records into text where there is a choice (HTML pages of WARC responses).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Main content (default) or the whole page's text.
+    pub html: TextMode,
+}
 
 /// Documents of one input file, or skips for what could not be read; boxed so every format has
 /// one type and readers can move between threads.
 pub type Documents = Box<dyn Iterator<Item = Result<Document, Skip>> + Send>;
 
 /// Stream the documents of `path`, whose format and compression are told by its extension
-/// (see [`Format`]). `source` defaults to the parent directory name (WARC: `isPartOf`).
+/// (see [`Format`]). `source` defaults to the parent directory name (WARC: `isPartOf`). HTML
+/// pages become their main content; see [`read_documents_with`] for the other choices.
 pub fn read_documents(path: &Path) -> Documents {
+    read_documents_with(path, ReadOptions::default())
+}
+
+/// [`read_documents`] with the choices of `options`.
+pub fn read_documents_with(path: &Path, options: ReadOptions) -> Documents {
     let source = source_of(path);
     let Some(format) = Format::of(path) else {
         let skip = Skip::new(
@@ -65,6 +79,7 @@ pub fn read_documents(path: &Path) -> Documents {
                 path,
                 stream::ByteStream::new(reader),
                 source,
+                options.html,
             )),
             Ok(reader) => Box::new(jsonl::JsonlReader::new(
                 path,

@@ -20,8 +20,10 @@ pub enum SkipKind {
     InvalidUtf8,
     /// The record has no text after extraction (or only whitespace).
     Empty,
-    /// The payload is binary (NUL bytes or a non-text content type).
+    /// The payload is binary (NUL bytes in a text body).
     Binary,
+    /// A WARC response that is not a page (image, PDF, JSON, feed, script …, by content type).
+    NotHtml,
     /// A JSONL line is not a JSON object, or its `text` is missing or not a string.
     BadJson,
     /// A Parquet file has no string `text` column, or cannot be decoded.
@@ -32,7 +34,7 @@ pub enum SkipKind {
 
 impl SkipKind {
     /// Every kind, in the order of the manifest.
-    pub const ALL: [SkipKind; 10] = [
+    pub const ALL: [SkipKind; 11] = [
         SkipKind::TruncatedFile,
         SkipKind::CorruptCompression,
         SkipKind::BadContentLength,
@@ -40,6 +42,7 @@ impl SkipKind {
         SkipKind::InvalidUtf8,
         SkipKind::Empty,
         SkipKind::Binary,
+        SkipKind::NotHtml,
         SkipKind::BadJson,
         SkipKind::BadParquet,
         SkipKind::Unreadable,
@@ -55,6 +58,7 @@ impl SkipKind {
             SkipKind::InvalidUtf8 => "invalid_utf8",
             SkipKind::Empty => "empty",
             SkipKind::Binary => "binary",
+            SkipKind::NotHtml => "not_html",
             SkipKind::BadJson => "bad_json",
             SkipKind::BadParquet => "bad_parquet",
             SkipKind::Unreadable => "unreadable",

@@ -136,18 +136,25 @@ fn bad_records_are_counted_by_kind() {
     bytes.extend(warc_record("conversion", "u2", b"   \r\n ", None));
     bytes.extend(warc_record("conversion", "u3", b"bin\0ary", None));
     bytes.extend(b"WARC/1.0\r\nWARC-Type: conversion\r\n\r\nno length\r\n\r\n");
-    let html = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<p>from html</p>";
+    let html = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n\
+        <nav><a href=\"/\">Home</a></nav><p>A paragraph of text that came from an HTML page.</p>";
     bytes.extend(warc_record("response", "u4", html, None));
+    let image = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n\r\n\xff\xd8\xff";
+    bytes.extend(warc_record("response", "u5", image, None));
     let path = write(dir.path(), "d/bad.warc", &bytes);
     let (docs, skips) = read_all(&path);
     assert_eq!(docs.len(), 1);
-    assert_eq!(docs[0].text, "from html");
+    assert_eq!(
+        docs[0].text,
+        "A paragraph of text that came from an HTML page."
+    );
     let mut counts = SkipCounts::default();
     skips.iter().for_each(|s| counts.record(s));
     let named = counts.to_named();
     assert_eq!(named["invalid_utf8"], 1);
     assert_eq!(named["empty"], 1);
     assert_eq!(named["binary"], 1);
+    assert_eq!(named["not_html"], 1);
     assert_eq!(named["missing_header"], 1);
 }
 
@@ -262,5 +269,43 @@ fn real_files_in_shared_data_read_without_panics() {
             skips.len(),
             skips.iter().map(|s| s.kind).collect::<Vec<_>>()
         );
+    }
+}
+
+#[test]
+fn warc_html_is_main_content_by_default_and_full_text_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let article =
+        "Die Stadtverwaltung hat am Dienstag beschlossen, den alten Güterbahnhof in einen \
+                   Park mit Wegen, Gärten und einer kleinen Bühne umzubauen.";
+    let menu: String = ["Startseite", "Politik", "Kultur", "Sport", "Kontakt"]
+        .iter()
+        .map(|m| format!("<li><a href=\"/{m}\">{m}</a></li>"))
+        .collect();
+    let page = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=windows-1252\r\n\r\n\
+         <html><body><nav><ul>{menu}</ul></nav><article><p>{article}</p></article>\
+         <footer>Impressum | Datenschutz</footer></body></html>"
+    );
+    // Served as windows-1252, as the header says: ü and ä are single bytes.
+    let (body, _, _) = encoding_rs::WINDOWS_1252.encode(&page);
+    let path = write(
+        dir.path(),
+        "d/page.warc",
+        &warc_record("response", "http://example.de/a", &body, None),
+    );
+    let (docs, skips) = read_all(&path);
+    assert!(skips.is_empty(), "{skips:?}");
+    assert_eq!(docs[0].text, article);
+    let full: Vec<Document> = read_documents_with(
+        &path,
+        ReadOptions {
+            html: TextMode::FullText,
+        },
+    )
+    .map(Result::unwrap)
+    .collect();
+    for part in [article, "Startseite", "Impressum"] {
+        assert!(full[0].text.contains(part), "{}", full[0].text);
     }
 }

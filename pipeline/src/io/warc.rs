@@ -10,6 +10,7 @@ use super::skip::{Skip, SkipKind};
 use super::stream::{skip_kind_of, ByteStream};
 use super::{lang_code, record_id};
 use crate::doc::{host_of, Document};
+use crate::extract::TextMode;
 
 /// Largest record block held in memory; Common Crawl truncates payloads at 1 MiB, so a larger
 /// one is almost surely a lying `Content-Length` and is skipped without being buffered.
@@ -25,6 +26,8 @@ pub struct WarcReader {
     /// Set after a skipped record: the bytes up to the next version line belong to it and are
     /// not reported a second time.
     resyncing: bool,
+    /// Which text of an HTML response becomes the document.
+    html: TextMode,
 }
 
 struct Record {
@@ -43,13 +46,14 @@ impl Record {
 }
 
 impl WarcReader {
-    pub fn new(path: &Path, stream: ByteStream, source: String) -> WarcReader {
+    pub fn new(path: &Path, stream: ByteStream, source: String, html: TextMode) -> WarcReader {
         WarcReader {
             path: path.to_path_buf(),
             stream,
             source,
             done: false,
             resyncing: false,
+            html,
         }
     }
 
@@ -218,7 +222,7 @@ impl WarcReader {
                 String::from_utf8(std::mem::take(&mut record.block))
                     .map_err(|e| self.skipped(SkipKind::InvalidUtf8, record.start, e.to_string()))?
             }
-            "response" => response_text(&record.block)
+            "response" => response_text(&record.block, target_uri(&record), self.html)
                 .map_err(|(kind, detail)| self.skipped(kind, record.start, detail))?,
             "" => {
                 return Err(self.skipped(SkipKind::MissingHeader, record.start, "no WARC-Type"));
@@ -229,11 +233,7 @@ impl WarcReader {
         if text.is_empty() {
             return Err(self.skipped(SkipKind::Empty, record.start, "no text"));
         }
-        let url = record
-            .header("WARC-Target-URI")
-            .unwrap_or("")
-            .trim_matches(['<', '>'])
-            .to_string();
+        let url = target_uri(&record).to_string();
         let id = match record.header("WARC-Record-ID") {
             Some(id) if !id.is_empty() => id.to_string(),
             _ => record_id(&self.path, record.start),
@@ -276,6 +276,14 @@ impl Iterator for WarcReader {
         }
         None
     }
+}
+
+/// The record's `WARC-Target-URI`, without the angle brackets some writers put around it.
+fn target_uri(record: &Record) -> &str {
+    record
+        .header("WARC-Target-URI")
+        .unwrap_or("")
+        .trim_matches(['<', '>'])
 }
 
 fn is_blank(line: &[u8]) -> bool {
