@@ -116,20 +116,49 @@ pub fn hf_config(cfg: &ModelConfig) -> serde_json::Value {
 /// It has no per-expert bias: a run exported this way must keep it at zero (`bias_gamma` 0, as
 /// V2 trained). V3-style node-limited groups (`n_expert_groups` > 1) have no V2 equivalent.
 fn deepseek_v2_config(cfg: &ModelConfig) -> serde_json::Value {
-    let mut config = deepseek_v3_config(cfg);
     let device_limited = cfg.n_limited_devices < cfg.n_devices;
-    let v2 = json!({
-        "architectures": ["DeepseekV2ForCausalLM"],
-        "model_type": "deepseek_v2",
-        "topk_method": if device_limited { "group_limited_greedy" } else { "greedy" },
-        "n_group": cfg.n_devices,
-        "topk_group": cfg.n_limited_devices,
-        "norm_topk_prob": false,
-    });
-    for (key, value) in v2.as_object().expect("an object") {
-        config[key] = value.clone();
+    with(
+        deepseek_v3_config(cfg),
+        json!({
+            "architectures": ["DeepseekV2ForCausalLM"],
+            "model_type": "deepseek_v2",
+            "topk_method": if device_limited { "group_limited_greedy" } else { "greedy" },
+            "n_group": cfg.n_devices,
+            "topk_group": cfg.n_limited_devices,
+            "norm_topk_prob": false,
+        }),
+    )
+}
+
+/// `base` with the fields of `extra` added or replaced.
+fn with(mut base: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+    for (key, value) in extra.as_object().expect("an object") {
+        base[key] = value.clone();
     }
-    config
+    base
+}
+
+/// The fields every transformers decoder config here shares: sizes, RoPE (`rope_scaling` in the
+/// architecture's own spelling), norm, init, and no biases or dropout.
+fn decoder_config(cfg: &ModelConfig, rope_scaling: Option<serde_json::Value>) -> serde_json::Value {
+    json!({
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.dim,
+        "intermediate_size": cfg.inter_dim,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.max_seq_len,
+        "rope_theta": cfg.rope_theta,
+        "rope_scaling": rope_scaling,
+        "rms_norm_eps": cfg.norm_eps,
+        "initializer_range": cfg.init_std,
+        "attention_bias": false,
+        "attention_dropout": 0.0,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "torch_dtype": "float32",
+        "use_cache": true,
+    })
 }
 
 /// `config.json` of transformers' `LlamaForCausalLM`, the architecture of the released DeepSeek
@@ -144,29 +173,16 @@ fn llama_config(cfg: &ModelConfig) -> serde_json::Value {
             "attention_factor": cfg.yarn_mscale(),
         })
     });
-    json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.dim,
-        "intermediate_size": cfg.inter_dim,
-        "num_hidden_layers": cfg.n_layers,
-        "num_attention_heads": cfg.n_heads,
-        "num_key_value_heads": cfg.kv_heads(),
-        "head_dim": cfg.qk_head_dim(),
-        "hidden_act": "silu",
-        "max_position_embeddings": cfg.max_seq_len,
-        "rope_theta": cfg.rope_theta,
-        "rope_scaling": rope_scaling,
-        "rms_norm_eps": cfg.norm_eps,
-        "initializer_range": cfg.init_std,
-        "attention_bias": false,
-        "mlp_bias": false,
-        "attention_dropout": 0.0,
-        "tie_word_embeddings": cfg.tie_embeddings,
-        "torch_dtype": "float32",
-        "use_cache": true,
-    })
+    with(
+        decoder_config(cfg, rope_scaling),
+        json!({
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "num_key_value_heads": cfg.kv_heads(),
+            "head_dim": cfg.qk_head_dim(),
+            "mlp_bias": false,
+        }),
+    )
 }
 
 /// `config.json` in the format of transformers' `DeepseekV3Config`.
@@ -179,48 +195,35 @@ fn deepseek_v3_config(cfg: &ModelConfig) -> serde_json::Value {
             "mscale": cfg.mscale, "mscale_all_dim": cfg.mscale,
         })
     });
-    json!({
-        "architectures": ["DeepseekV3ForCausalLM"],
-        "model_type": "deepseek_v3",
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.dim,
-        "intermediate_size": cfg.inter_dim,
-        "moe_intermediate_size": cfg.moe_inter_dim,
-        "num_hidden_layers": cfg.n_layers,
-        "num_nextn_predict_layers": cfg.mtp_depth,
-        "num_attention_heads": cfg.n_heads,
-        "num_key_value_heads": cfg.n_heads,
-        "n_shared_experts": cfg.n_shared_experts,
-        "n_routed_experts": cfg.n_routed_experts,
-        "num_experts_per_tok": cfg.n_activated_experts,
-        "routed_scaling_factor": cfg.route_scale,
-        "n_group": cfg.n_expert_groups,
-        "topk_group": cfg.n_limited_groups,
-        "topk_method": "noaux_tc",
-        "scoring_func": match cfg.score_func { ScoreFunc::Sigmoid => "sigmoid", ScoreFunc::Softmax => "softmax" },
-        "norm_topk_prob": cfg.score_func == ScoreFunc::Sigmoid,
-        // Leading dense layers: all of them with ffn = "dense".
-        "first_k_dense_replace": (0..cfg.n_layers).take_while(|&i| !cfg.is_moe_layer(i)).count(),
-        "moe_layer_freq": 1,
-        "q_lora_rank": (cfg.q_lora_rank > 0).then_some(cfg.q_lora_rank),
-        "kv_lora_rank": cfg.kv_lora_rank,
-        "qk_nope_head_dim": cfg.qk_nope_head_dim,
-        "qk_rope_head_dim": cfg.qk_rope_head_dim,
-        "v_head_dim": cfg.v_head_dim,
-        "head_dim": cfg.qk_rope_head_dim,
-        "rope_interleave": true,
-        "hidden_act": "silu",
-        "max_position_embeddings": cfg.max_seq_len,
-        "rope_theta": cfg.rope_theta,
-        "rope_scaling": rope_scaling,
-        "rms_norm_eps": cfg.norm_eps,
-        "initializer_range": cfg.init_std,
-        "attention_bias": false,
-        "attention_dropout": 0.0,
-        "tie_word_embeddings": cfg.tie_embeddings,
-        "torch_dtype": "float32",
-        "use_cache": true,
-    })
+    with(
+        decoder_config(cfg, rope_scaling),
+        json!({
+            "architectures": ["DeepseekV3ForCausalLM"],
+            "model_type": "deepseek_v3",
+            "moe_intermediate_size": cfg.moe_inter_dim,
+            "num_nextn_predict_layers": cfg.mtp_depth,
+            "num_key_value_heads": cfg.n_heads,
+            "n_shared_experts": cfg.n_shared_experts,
+            "n_routed_experts": cfg.n_routed_experts,
+            "num_experts_per_tok": cfg.n_activated_experts,
+            "routed_scaling_factor": cfg.route_scale,
+            "n_group": cfg.n_expert_groups,
+            "topk_group": cfg.n_limited_groups,
+            "topk_method": "noaux_tc",
+            "scoring_func": match cfg.score_func { ScoreFunc::Sigmoid => "sigmoid", ScoreFunc::Softmax => "softmax" },
+            "norm_topk_prob": cfg.score_func == ScoreFunc::Sigmoid,
+            // Leading dense layers: all of them with ffn = "dense".
+            "first_k_dense_replace": (0..cfg.n_layers).take_while(|&i| !cfg.is_moe_layer(i)).count(),
+            "moe_layer_freq": 1,
+            "q_lora_rank": (cfg.q_lora_rank > 0).then_some(cfg.q_lora_rank),
+            "kv_lora_rank": cfg.kv_lora_rank,
+            "qk_nope_head_dim": cfg.qk_nope_head_dim,
+            "qk_rope_head_dim": cfg.qk_rope_head_dim,
+            "v_head_dim": cfg.v_head_dim,
+            "head_dim": cfg.qk_rope_head_dim,
+            "rope_interleave": true,
+        }),
+    )
 }
 
 /// `checkpoints/step-NNNNNNNN` under a run directory.
