@@ -74,9 +74,6 @@ fn bucket_mb() -> f64 {
     25.0
 }
 
-/// Bytes per all-reduce of the expert gradients summed over replicas (after the backward).
-const EXPERT_BUCKET_BYTES: usize = 25 << 20;
-
 /// A step's numbers that every rank must agree on, before and after the all-reduce.
 pub struct StepStats {
     /// Loss terms, each the mean over this rank's micro-batches (after: over all ranks).
@@ -102,10 +99,12 @@ pub struct DataParallel {
 struct Experts {
     group: Arc<ExpertGroup>,
     /// The ranks that hold the same experts (None: only this one).
-    replicas: Option<ProcessGroup>,
+    replicas: Option<Arc<ProcessGroup>>,
     /// This rank's trainable expert parameters and their names, in name order.
     params: Vec<Tensor>,
     names: Vec<String>,
+    /// With replicas: the overlapped all-reduce of `params` over them.
+    overlap: Option<OverlappedReduce>,
 }
 
 /// This rank's part of the ZeRO-1 layout.
@@ -163,6 +162,11 @@ impl DataParallel {
                 cfg.zero
             );
         }
+        ensure!(
+            cfg.bucket_mb > 0.0,
+            "[distributed] bucket_mb must be positive"
+        );
+        let bucket_bytes = (cfg.bucket_mb * (1u64 << 20) as f64) as usize;
         let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let (expert_vars, named): (Vec<_>, Vec<_>) = named
@@ -185,12 +189,22 @@ impl DataParallel {
                         &layout.replica_members(),
                     )
                 })
+                .transpose()?
+                .map(Arc::new);
+            let (names, params): (Vec<String>, Vec<Tensor>) = trainable.into_iter().unzip();
+            let overlap = replicas
+                .as_ref()
+                .map(|r| {
+                    let order = backward_order(vs, &params);
+                    OverlappedReduce::new(r.clone(), &params, &order, bucket_bytes)
+                })
                 .transpose()?;
             Some(Experts {
                 group: Arc::new(ExpertGroup::new(ep_group, layout.shard(n_experts))),
                 replicas,
-                names: trainable.iter().map(|(n, _)| n.clone()).collect(),
-                params: trainable.into_iter().map(|(_, t)| t).collect(),
+                names,
+                params,
+                overlap,
             })
         } else {
             None
@@ -219,10 +233,6 @@ impl DataParallel {
                 "ZeRO-1 shards FP32 master weights; this model has parameters of another dtype"
             );
         }
-        ensure!(
-            cfg.bucket_mb > 0.0,
-            "[distributed] bucket_mb must be positive"
-        );
         let group = Arc::new(group);
         let overlap = match zero {
             Some(_) => None,
@@ -230,7 +240,7 @@ impl DataParallel {
                 group.clone(),
                 &params,
                 &backward_order(vs, &params),
-                (cfg.bucket_mb * (1u64 << 20) as f64) as usize,
+                bucket_bytes,
             )?),
         };
         Ok(Self {
@@ -251,7 +261,7 @@ impl DataParallel {
     /// Bytes this rank has sent in all its groups (see `ProcessGroup::sent_bytes`).
     pub fn sent_bytes(&self) -> u64 {
         let experts = self.experts.as_ref().map_or(0, |e| {
-            e.group.group().sent_bytes() + e.replicas.as_ref().map_or(0, ProcessGroup::sent_bytes)
+            e.group.group().sent_bytes() + e.replicas.as_ref().map_or(0, |r| r.sent_bytes())
         });
         self.group.sent_bytes() + experts
     }
@@ -356,8 +366,17 @@ impl DataParallel {
         let Some(experts) = &self.experts else {
             return Ok(0.0);
         };
-        if let Some(replicas) = &experts.replicas {
-            all_reduce_in_buckets(replicas, &experts.params, anywhere)?;
+        if let Some(overlap) = &experts.overlap {
+            overlap.wait()?;
+            // An expert no replica reached is not updated, as when training alone.
+            let unreached: Vec<Tensor> = experts
+                .params
+                .iter()
+                .zip(anywhere)
+                .filter(|(_, &any)| !any)
+                .map(|(p, _)| p.shallow_clone())
+                .collect();
+            release_grads(&unreached);
         }
         let defined: Vec<Tensor> = experts
             .params
@@ -387,16 +406,26 @@ impl DataParallel {
     /// Call before the last micro-batch's backward: its completed gradients start their
     /// all-reduce while it runs.
     pub fn before_last_backward(&self) -> Result<()> {
-        self.overlap.as_ref().map_or(Ok(()), OverlappedReduce::arm)
+        let experts = self.experts.as_ref().and_then(|e| e.overlap.as_ref());
+        self.overlap
+            .iter()
+            .chain(experts)
+            .try_for_each(OverlappedReduce::arm)
     }
 
-    /// Call after the last backward: which shared parameters got a gradient on this rank (the
-    /// buckets not yet started start now, missing gradients as zeros).
+    /// Call after the last backward: which parameters (shared ones, then this rank's experts) got
+    /// a gradient on this rank (the buckets not yet started start now, missing gradients as
+    /// zeros).
     pub fn after_last_backward(&self) -> Result<Vec<bool>> {
-        match &self.overlap {
+        let reached = |overlap: Option<&OverlappedReduce>, params: &[Tensor]| match overlap {
             Some(overlap) => overlap.finish_backward(),
-            None => Ok(self.params.iter().map(|p| p.grad().defined()).collect()),
+            None => Ok(params.iter().map(|p| p.grad().defined()).collect()),
+        };
+        let mut local = reached(self.overlap.as_ref(), &self.params)?;
+        if let Some(experts) = &self.experts {
+            local.extend(reached(experts.overlap.as_ref(), &experts.params)?);
         }
+        Ok(local)
     }
 
     /// Gradient buckets whose all-reduce started during this step's backward.
@@ -407,10 +436,11 @@ impl DataParallel {
     /// Combines the step's statistics over ranks and readies the gradients for `step`: returns
     /// which parameters (those held by every rank, then this rank's experts) got a gradient on
     /// some rank holding them, after giving those without one here a zero gradient. `local`
-    /// says which shared parameters got one here (`after_last_backward`).
+    /// says which got one here (`after_last_backward`).
     pub fn reduce_stats(&self, stats: &mut StepStats, local: &[bool]) -> Result<Vec<bool>> {
         let n_means = stats.means.len();
-        let flags: Vec<f64> = local.iter().map(|&l| l as u8 as f64).collect();
+        let (shared, own) = local.split_at(self.params.len());
+        let flags: Vec<f64> = shared.iter().map(|&l| l as u8 as f64).collect();
         // On the parameters' device: NCCL moves CUDA tensors only.
         let device = self.params[0].device();
         let mut parts = vec![
@@ -446,11 +476,7 @@ impl DataParallel {
         let mut anywhere = anywhere;
         let mut all_params: Vec<&Tensor> = self.params.iter().collect();
         if let Some(experts) = &self.experts {
-            let flags: Vec<f64> = experts
-                .params
-                .iter()
-                .map(|p| p.grad().defined() as u8 as f64)
-                .collect();
+            let flags: Vec<f64> = own.iter().map(|&l| l as u8 as f64).collect();
             let flags = Tensor::from_slice(&flags).to_device(device);
             if let Some(replicas) = &experts.replicas {
                 replicas.all_reduce(&flags, ReduceOp::Sum)?.wait()?;
@@ -581,66 +607,8 @@ fn backward_order(vs: &nn::VarStore, params: &[Tensor]) -> Vec<usize> {
     order
 }
 
-/// Sums the gradients of the `params` flagged in `anywhere` over the ranks of `group`, in buckets.
-fn all_reduce_in_buckets(group: &ProcessGroup, params: &[Tensor], anywhere: &[bool]) -> Result<()> {
-    let grads: Vec<Tensor> = params
-        .iter()
-        .zip(anywhere)
-        .filter(|(_, &any)| any)
-        .map(|(p, _)| p.grad())
-        .collect();
-    ensure!(
-        grads.iter().all(Tensor::defined),
-        "a flagged gradient is missing"
-    );
-    tch::no_grad(|| {
-        let mut in_flight = Vec::new();
-        for bucket in buckets(&grads, EXPERT_BUCKET_BYTES) {
-            let flat = match bucket {
-                [g] if g.is_contiguous() => g.view([-1]),
-                _ => Tensor::cat(&bucket.iter().map(|g| g.view([-1])).collect::<Vec<_>>(), 0),
-            };
-            let work = group.all_reduce(&flat, ReduceOp::Sum)?;
-            in_flight.push((bucket, flat, work));
-        }
-        for (bucket, flat, work) in in_flight {
-            work.wait()?;
-            if !matches!(bucket, [g] if g.is_contiguous()) {
-                let mut offset = 0;
-                for g in bucket {
-                    let n = g.numel() as i64;
-                    g.shallow_clone()
-                        .copy_(&flat.narrow(0, offset, n).view(g.size().as_slice()));
-                    offset += n;
-                }
-            }
-        }
-        Ok(())
-    })
-}
-
-/// Consecutive runs of `grads` holding at most `cap` bytes each (a larger tensor alone).
-fn buckets(grads: &[Tensor], cap: usize) -> Vec<&[Tensor]> {
-    let mut out = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (i, g) in grads.iter().enumerate() {
-        let size = g.numel() * g.kind().elt_size_in_bytes();
-        if i > start && bytes + size > cap {
-            out.push(&grads[start..i]);
-            (start, bytes) = (i, 0);
-        }
-        bytes += size;
-    }
-    if start < grads.len() {
-        out.push(&grads[start..]);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use tch::Device;
-
     use super::*;
 
     /// 3 + 5 + 2 = 10 elements over 3 ranks: shards of 4 (the last padded by 2), and every
@@ -652,17 +620,5 @@ mod tests {
         assert_eq!(pieces[0].pieces, vec![(0, 0, 0, 3), (1, 0, 3, 1)]);
         assert_eq!(pieces[1].pieces, vec![(1, 1, 0, 4)]);
         assert_eq!(pieces[2].pieces, vec![(2, 0, 0, 2)]);
-    }
-
-    #[test]
-    fn buckets_cap_bytes_and_keep_order() {
-        let t = |n: i64| Tensor::zeros([n], (Kind::Float, Device::Cpu));
-        let grads = [t(4), t(4), t(10), t(1), t(1)];
-        let sizes: Vec<Vec<i64>> = buckets(&grads, 32)
-            .iter()
-            .map(|b| b.iter().map(|g| g.numel() as i64).collect())
-            .collect();
-        assert_eq!(sizes, vec![vec![4, 4], vec![10], vec![1, 1]]);
-        assert!(buckets(&[], 32).is_empty());
     }
 }
