@@ -199,6 +199,8 @@ fn tokenize_chunk<'a>(s: &'a str, out: &mut Vec<&'a str>) {
     }
 }
 
+/// spaCy's punctuation class as a list; `is_punct_cls` tests it (and a test checks the two agree).
+#[cfg(test)]
 const PUNCT: &str = "…,:;!?¿؟¡()[]{}<>_#*&。？！，、；：～·।،۔؛٪";
 const CURRENCY: &str = "$£€¥฿₽﷼₴₠₡₢₣₤₥₦₧₨₩₪₫₭₮₯₰₱₲₳₵₶₷₸₹₺₻₼₾₿";
 const UNITS: &[&str] = &[
@@ -210,8 +212,79 @@ const UNITS: &[&str] = &[
     "КБ", "кб", "Мб", "МБ", "мб", "Гб", "ГБ", "гб", "Тб", "ТБ",
 ];
 
+/// `PUNCT.contains(c)` without scanning the string.
+fn is_punct_cls(c: char) -> bool {
+    matches!(
+        c,
+        '…' | ','
+            | ':'
+            | ';'
+            | '!'
+            | '?'
+            | '¿'
+            | '؟'
+            | '¡'
+            | '('
+            | ')'
+            | '['
+            | ']'
+            | '{'
+            | '}'
+            | '<'
+            | '>'
+            | '_'
+            | '#'
+            | '*'
+            | '&'
+            | '。'
+            | '？'
+            | '！'
+            | '，'
+            | '、'
+            | '；'
+            | '：'
+            | '～'
+            | '·'
+            | '।'
+            | '،'
+            | '۔'
+            | '؛'
+            | '٪'
+    )
+}
+
+/// `CURRENCY.contains(c)` without scanning the string.
+fn is_currency(c: char) -> bool {
+    matches!(c, '$' | '£' | '€' | '¥' | '฿' | '₽' | '﷼' | '₴' | '₠'..='₩' | '₪'..='₫' | '₭'..='₰'
+        | '₱'..='₳' | '₵'..='₺' | '₻'..='₼' | '₾'..='₿')
+}
+
+/// Suffixes spaCy splits off only after a digit: `+`, a currency sign or code, or a unit.
+fn is_digit_suffix(tail: &str) -> bool {
+    static SET: OnceLock<rustc_hash::FxHashSet<&'static str>> = OnceLock::new();
+    SET.get_or_init(|| digit_suffixes().collect())
+        .contains(tail)
+}
+
+fn digit_suffixes() -> impl Iterator<Item = &'static str> {
+    let currency = CURRENCY
+        .char_indices()
+        .map(|(i, c)| &CURRENCY[i..i + c.len_utf8()]);
+    ["+", "US$", "C$", "A$"]
+        .into_iter()
+        .chain(currency)
+        .chain(UNITS.iter().copied())
+}
+
+/// Longest of `digit_suffixes()` in bytes.
+const MAX_DIGIT_SUFFIX_LEN: usize = 8;
+
 fn is_icon(c: char) -> bool {
     let c = c as u32;
+    // The table is sorted and starts above ASCII: most characters need no search.
+    if c < ICON_RANGES[0].0 {
+        return false;
+    }
     ICON_RANGES
         .binary_search_by(|&(lo, hi)| {
             if hi < c {
@@ -288,7 +361,7 @@ fn is_sentence_final(w: &str) -> bool {
 fn prefix_len(s: &str) -> usize {
     let Some(c) = s.chars().next() else { return 0 };
     let next = s[c.len_utf8()..].chars().next();
-    if matches!(c, '§' | '%' | '=' | '—' | '–') || PUNCT.contains(c) || is_quote(c) {
+    if matches!(c, '§' | '%' | '=' | '—' | '–') || is_punct_cls(c) || is_quote(c) {
         return c.len_utf8();
     }
     if c == '+' {
@@ -301,7 +374,7 @@ fn prefix_len(s: &str) -> usize {
     if c == '.' && next == Some('.') {
         return s.bytes().take_while(|&b| b == b'.').count();
     }
-    if CURRENCY.contains(c) || is_icon(c) {
+    if is_currency(c) || is_icon(c) {
         return c.len_utf8();
     }
     for cur in ["US$", "C$", "A$"] {
@@ -320,43 +393,33 @@ fn suffix_len(s: &str) -> usize {
     let prev = rev.next();
     let prev2 = rev.next();
     let mut best = 0;
-    if PUNCT.contains(last) || is_quote(last) || is_icon(last) || matches!(last, '—' | '–') {
+    if is_punct_cls(last) || is_quote(last) || is_icon(last) || matches!(last, '—' | '–') {
         best = last.len_utf8();
     }
-    if s.ends_with("……") {
-        best = best.max("……".len());
-    }
-    let dots = s.bytes().rev().take_while(|&b| b == b'.').count();
-    if dots >= 2 {
-        best = best.max(dots);
-    }
-    for q in ["'s", "'S", "’s", "’S"] {
-        if s.ends_with(q) {
-            best = best.max(q.len());
+    match last {
+        '…' if s.ends_with("……") => best = best.max("……".len()),
+        '.' => {
+            let dots = s.bytes().rev().take_while(|&b| b == b'.').count();
+            if dots >= 2 {
+                best = best.max(dots);
+            }
         }
-    }
-    let digit_before = |tail: usize| {
-        s[..s.len() - tail]
-            .chars()
-            .next_back()
-            .is_some_and(|c| c.is_ascii_digit())
-    };
-    if last == '+' && digit_before(1) {
-        best = best.max(1);
-    }
-    for cur in CURRENCY.chars() {
-        if s.ends_with(cur) && digit_before(cur.len_utf8()) {
-            best = best.max(cur.len_utf8());
+        's' | 'S' => {
+            for q in ["'s", "'S", "’s", "’S"] {
+                if s.ends_with(q) {
+                    best = best.max(q.len());
+                }
+            }
         }
+        _ => {}
     }
-    for cur in ["US$", "C$", "A$"] {
-        if s.ends_with(cur) && digit_before(cur.len()) {
-            best = best.max(cur.len());
-        }
-    }
-    for unit in UNITS {
-        if s.ends_with(unit) && digit_before(unit.len()) {
-            best = best.max(unit.len());
+    // `+`, currencies and units count only right after an ASCII digit: try each tail that
+    // follows one, longest first (an ASCII byte always ends a character).
+    let bytes = s.as_bytes();
+    for k in s.len().saturating_sub(MAX_DIGIT_SUFFIX_LEN).max(1)..s.len() {
+        if bytes[k - 1].is_ascii_digit() && s.is_char_boundary(k) && is_digit_suffix(&s[k..]) {
+            best = best.max(s.len() - k);
+            break;
         }
     }
     if last == '.' {
@@ -365,7 +428,7 @@ fn suffix_len(s: &str) -> usize {
             let after_class = p.is_ascii_digit()
                 || is_lower_cls(p)
                 || matches!(p, '%' | '²' | '-' | '+' | '|')
-                || PUNCT.contains(p)
+                || is_punct_cls(p)
                 || is_quote(p);
             let after_upper2 = is_upper_cls(p) && prev2.is_some_and(is_upper_cls);
             if after_temp || after_class || after_upper2 {
@@ -379,6 +442,20 @@ fn suffix_len(s: &str) -> usize {
 /// spaCy's English infix rules, applied left to right without overlap; an infix at position 0
 /// is not split off.
 fn split_infixes<'a>(s: &'a str, out: &mut Vec<&'a str>) {
+    // Fast path: in ASCII text only these characters can start an infix (icons, `…` and the
+    // long dashes are not ASCII).
+    if s.bytes().all(|b| {
+        b.is_ascii()
+            && !matches!(
+                b,
+                b'.' | b'+' | b'-' | b'*' | b'^' | b',' | b'~' | b':' | b'<' | b'>' | b'=' | b'/'
+            )
+    }) {
+        if !s.is_empty() {
+            out.push(s);
+        }
+        return;
+    }
     let chars: Vec<(usize, char)> = s.char_indices().collect();
     let mut start = 0;
     let mut i = 0;
@@ -457,6 +534,10 @@ fn infix_at(
 /// info up to an `@`, then a public IPv4 address or a dotted host ending in a lower-case
 /// top-level label of 2+ letters, optional port, optional path.
 fn is_url(s: &str) -> bool {
+    // Every accepted host has a dot.
+    if !s.contains('.') {
+        return false;
+    }
     let mut rest = s;
     if let Some(at) = s.find("://") {
         let scheme = &s[..at];
@@ -537,6 +618,18 @@ mod tests {
         let mut out = Vec::new();
         split_words(text, "en", &mut out);
         out
+    }
+
+    #[test]
+    fn class_tests_match_their_lists() {
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            assert_eq!(is_punct_cls(c), PUNCT.contains(c), "{c:?}");
+            assert_eq!(is_currency(c), CURRENCY.contains(c), "{c:?}");
+        }
+        assert_eq!(
+            digit_suffixes().map(str::len).max(),
+            Some(MAX_DIGIT_SUFFIX_LEN)
+        );
     }
 
     #[test]
