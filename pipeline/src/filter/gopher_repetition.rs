@@ -66,7 +66,8 @@ struct Interned {
 }
 
 fn intern(words: &[&str]) -> Interned {
-    let mut index: FxHashMap<&str, u32> = FxHashMap::default();
+    let mut index: FxHashMap<&str, u32> =
+        FxHashMap::with_capacity_and_hasher(words.len().min(1 << 16), Default::default());
     let mut lens = Vec::new();
     let ids = words
         .iter()
@@ -86,32 +87,129 @@ impl Interned {
     }
 }
 
+/// The document's n-grams for one `n` at a time, in an open-addressing table of first
+/// positions. Hashes come from prefix sums of a polynomial hash, so every n-gram's hash costs
+/// O(1) whatever `n`; equal hashes are confirmed by comparing the words.
+struct Grams<'w> {
+    ids: &'w [u32],
+    /// `prefix[i]`: polynomial hash of `ids[..i]`.
+    prefix: Vec<u64>,
+    n: usize,
+    /// `BASE^n`.
+    base_n: u64,
+    /// Empty when `pos == u32::MAX`.
+    slots: Vec<Slot>,
+    shift: u32,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    pos: u32,
+    tag: u32,
+    count: u32,
+}
+
+const EMPTY: Slot = Slot {
+    pos: u32::MAX,
+    tag: 0,
+    count: 0,
+};
+const BASE: u64 = 0x9E37_79B9_7F4A_7C15;
+
+impl<'w> Grams<'w> {
+    fn new(ids: &'w [u32]) -> Self {
+        let mut prefix = Vec::with_capacity(ids.len() + 1);
+        let mut h = 0u64;
+        prefix.push(h);
+        for &id in ids {
+            let x = (u64::from(id) + 1).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+            h = h.wrapping_mul(BASE).wrapping_add(x ^ (x >> 29));
+            prefix.push(h);
+        }
+        // Load factor at most 1/2 for the largest number of n-grams (n = 1 bounds them all).
+        let bits = (2 * ids.len().max(1))
+            .next_power_of_two()
+            .trailing_zeros()
+            .max(4);
+        Grams {
+            ids,
+            prefix,
+            n: 0,
+            base_n: 1,
+            slots: vec![EMPTY; 1 << bits],
+            shift: 64 - bits,
+        }
+    }
+
+    /// Starts over with n-grams of `n` words.
+    fn reset(&mut self, n: usize) {
+        self.n = n;
+        self.base_n = (0..n).fold(1u64, |b, _| b.wrapping_mul(BASE));
+        self.slots.fill(EMPTY);
+    }
+
+    /// The slot of the n-gram at `i`: the one holding an equal n-gram, or the empty one where
+    /// it goes.
+    fn slot(&mut self, i: usize) -> &mut Slot {
+        let n = self.n;
+        let h = self.prefix[i + n].wrapping_sub(self.prefix[i].wrapping_mul(self.base_n));
+        let h = (h ^ (h >> 32)).wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+        let tag = h as u32;
+        let mask = self.slots.len() - 1;
+        let mut at = (h >> self.shift) as usize;
+        let gram = &self.ids[i..i + n];
+        loop {
+            let s = self.slots[at];
+            if s.pos == u32::MAX
+                || (s.tag == tag && self.ids[s.pos as usize..s.pos as usize + n] == *gram)
+            {
+                break;
+            }
+            at = (at + 1) & mask;
+        }
+        let s = &mut self.slots[at];
+        if s.pos == u32::MAX {
+            s.tag = tag;
+        }
+        s
+    }
+}
+
 /// Characters × count of the most frequent n-gram joined by spaces; ties go to the n-gram seen
 /// first, as Python's `Counter.most_common(1)` does.
-fn top_ngram_chars(words: &Interned, n: usize) -> usize {
-    let mut counts: FxHashMap<&[u32], (usize, usize)> = FxHashMap::default();
-    for (i, gram) in words.ids.windows(n).enumerate() {
-        counts.entry(gram).or_insert((0, i)).0 += 1;
+fn top_ngram_chars(words: &Interned, grams: &mut Grams, n: usize) -> usize {
+    grams.reset(n);
+    for i in 0..=words.ids.len() - n {
+        let slot = grams.slot(i);
+        if slot.pos == u32::MAX {
+            slot.pos = i as u32;
+        }
+        slot.count += 1;
     }
-    let best = counts
+    let best = grams
+        .slots
         .iter()
-        .max_by(|a, b| a.1 .0.cmp(&b.1 .0).then(b.1 .1.cmp(&a.1 .1)));
-    best.map_or(0, |(gram, (count, _))| (words.chars(gram) + n - 1) * count)
+        .filter(|s| s.pos != u32::MAX)
+        .max_by(|a, b| a.count.cmp(&b.count).then(b.pos.cmp(&a.pos)));
+    best.map_or(0, |s| {
+        let gram = &words.ids[s.pos as usize..s.pos as usize + n];
+        (words.chars(gram) + n - 1) * s.count as usize
+    })
 }
 
 /// Characters in n-grams (joined without separator) already seen, skipping past each repeat
 /// (datatrove's `find_all_duplicate`).
-fn dup_ngram_chars(words: &Interned, n: usize) -> usize {
+fn dup_ngram_chars(words: &Interned, grams: &mut Grams, n: usize) -> usize {
     let ids = &words.ids;
-    let mut seen: FxHashSet<&[u32]> = FxHashSet::default();
+    grams.reset(n);
     let (mut chars, mut i) = (0, 0);
     while i + n <= ids.len() {
-        let gram = &ids[i..i + n];
-        if seen.contains(gram) {
-            chars += words.chars(gram);
+        let slot = grams.slot(i);
+        if slot.pos != u32::MAX {
+            chars += words.chars(&ids[i..i + n]);
             i += n;
         } else {
-            seen.insert(gram);
+            slot.pos = i as u32;
             i += 1;
         }
     }
@@ -165,11 +263,12 @@ impl GopherRepetition {
             return Some("dup_line_char_frac".into());
         }
         let words = intern(ctx.words());
+        let mut grams = Grams::new(&words.ids);
         for &(n, frac) in &self.top_n_grams {
             if n == 0 || words.ids.len() < n {
                 continue;
             }
-            if top_ngram_chars(&words, n) as f64 / text_len > frac {
+            if top_ngram_chars(&words, &mut grams, n) as f64 / text_len > frac {
                 return Some(format!("top_{n}_gram"));
             }
         }
@@ -177,7 +276,10 @@ impl GopherRepetition {
             if n == 0 {
                 continue;
             }
-            if dup_ngram_chars(&words, n) as f64 / text_len > frac {
+            if n > words.ids.len() {
+                continue;
+            }
+            if dup_ngram_chars(&words, &mut grams, n) as f64 / text_len > frac {
                 return Some(format!("duplicated_{n}_n_grams"));
             }
         }
@@ -251,9 +353,14 @@ mod tests {
     #[test]
     fn ngram_helpers_follow_datatrove() {
         let w = intern(&["a", "b", "a", "b", "a", "b"]);
-        assert_eq!(top_ngram_chars(&w, 2), 3 * 3);
+        let mut grams = Grams::new(&w.ids);
+        assert_eq!(top_ngram_chars(&w, &mut grams, 2), 3 * 3);
         // grams: ab ba ab(dup, skip 2) ab(dup, skip 2) -> 2 + 2 chars
-        assert_eq!(dup_ngram_chars(&w, 2), 4);
+        assert_eq!(dup_ngram_chars(&w, &mut grams, 2), 4);
+        // A tie goes to the n-gram seen first: "cc" and "ddd" both twice, "cc" first.
+        let w = intern(&["x", "cc", "cc", "y", "ddd", "ddd", "z"]);
+        let mut grams = Grams::new(&w.ids);
+        assert_eq!(top_ngram_chars(&w, &mut grams, 1), 2 * 2);
         assert_eq!(find_duplicates(["x", "yy", "x", "yy", "yy"]), (3, 5));
         assert_eq!(split_paragraphs("a\n\n\nb\nc\n\nd"), ["a", "b\nc", "d"]);
         assert_eq!(split_newline_runs("\na\n\nb\n"), ["", "a", "b", ""]);
