@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::pystr::{py_strip, splitlines};
+use super::pystr::{char_len, py_strip, split_py_space, splitlines};
 use super::words::count_sentences;
 
 /// Switches and thresholds; `-1`/`0` disable the numeric ones, as in datatrove.
@@ -101,14 +101,10 @@ impl C4 {
         let mut sentences = 0;
         for line in splitlines(text) {
             let line = py_strip(line);
-            let n_words = line
-                .split(super::pystr::is_py_space)
-                .filter(|w| !w.is_empty())
-                .count();
+            let n_words = split_py_space(line).count();
+            // (Empty pieces between two spaces have no characters: skipping them changes nothing.)
             if self.max_word_length > 0
-                && line
-                    .split(super::pystr::is_py_space)
-                    .any(|w| super::pystr::char_len(w) > self.max_word_length)
+                && split_py_space(line).any(|w| char_len(w) > self.max_word_length)
             {
                 continue;
             }

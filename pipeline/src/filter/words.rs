@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use rustc_hash::FxHashMap;
 
-use super::pystr::{is_py_space, is_quote};
+use super::pystr::{is_py_space, is_quote, split_py_space};
 use super::ref_data::{ICON_RANGES, SPECIAL_CASES};
 
 /// Appends the words of `text` to `out`, as datatrove's `split_into_words(text, lang)` would
@@ -30,9 +30,10 @@ pub fn split_words<'a>(text: &'a str, lang: &str, out: &mut Vec<&'a str>) {
         }
         return;
     }
-    for chunk in text.split(is_py_space).filter(|c| !c.is_empty()) {
+    let mut chars = Vec::new();
+    for chunk in split_py_space(text) {
         let first = out.len();
-        tokenize_chunk(chunk, out);
+        tokenize_chunk(chunk, out, &mut chars);
         if out.len() - first > 1 {
             merge_special_spans(chunk, first, out);
         }
@@ -132,12 +133,13 @@ fn splits_without_specials(s: &str) -> bool {
         return true;
     }
     let mut parts = Vec::new();
-    split_infixes(s, &mut parts);
+    split_infixes(s, &mut parts, &mut Vec::new());
     parts.len() > 1
 }
 
-/// spaCy's `Tokenizer._split_affixes` + `_attach_tokens` for one whitespace-free chunk.
-fn tokenize_chunk<'a>(s: &'a str, out: &mut Vec<&'a str>) {
+/// spaCy's `Tokenizer._split_affixes` + `_attach_tokens` for one whitespace-free chunk;
+/// `chars` is scratch space for `split_infixes`.
+fn tokenize_chunk<'a>(s: &'a str, out: &mut Vec<&'a str>, chars: &mut Vec<(usize, char)>) {
     if let Some(parts) = special(s) {
         push_special(s, parts, out);
         return;
@@ -191,7 +193,7 @@ fn tokenize_chunk<'a>(s: &'a str, out: &mut Vec<&'a str>) {
         } else if is_url(core) {
             out.push(core);
         } else {
-            split_infixes(core, out);
+            split_infixes(core, out, chars);
         }
     }
     for &(a, b) in suffixes.iter().rev() {
@@ -440,8 +442,8 @@ fn suffix_len(s: &str) -> usize {
 }
 
 /// spaCy's English infix rules, applied left to right without overlap; an infix at position 0
-/// is not split off.
-fn split_infixes<'a>(s: &'a str, out: &mut Vec<&'a str>) {
+/// is not split off. `chars` is scratch space.
+fn split_infixes<'a>(s: &'a str, out: &mut Vec<&'a str>, chars: &mut Vec<(usize, char)>) {
     // Fast path: in ASCII text only these characters can start an infix (icons, `…` and the
     // long dashes are not ASCII).
     if s.bytes().all(|b| {
@@ -456,7 +458,9 @@ fn split_infixes<'a>(s: &'a str, out: &mut Vec<&'a str>) {
         }
         return;
     }
-    let chars: Vec<(usize, char)> = s.char_indices().collect();
+    chars.clear();
+    chars.extend(s.char_indices());
+    let chars = &chars[..];
     let mut start = 0;
     let mut i = 0;
     while i < chars.len() {
@@ -491,6 +495,14 @@ fn infix_at(
     prev: Option<char>,
     next: Option<char>,
 ) -> usize {
+    // Every rule below starts with one of these characters.
+    if !matches!(
+        c,
+        '.' | '…' | '+' | '-' | '*' | '^' | ',' | '–' | '—' | '~' | ':' | '<' | '>' | '=' | '/'
+    ) && !is_icon(c)
+    {
+        return 0;
+    }
     let alpha = |c: Option<char>| c.is_some_and(is_alpha_cls);
     if c == '.' && next == Some('.') {
         return chars[i..].iter().take_while(|&&(_, c)| c == '.').count();
