@@ -97,23 +97,22 @@ struct Grams<'w> {
     n: usize,
     /// `BASE^n`.
     base_n: u64,
-    /// Empty when `pos == u32::MAX`.
+    /// Slots of earlier generations (earlier `n`) count as empty: starting over clears nothing.
     slots: Vec<Slot>,
+    generation: u32,
     shift: u32,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Slot {
+    generation: u32,
+    /// Position of the n-gram's first occurrence.
     pos: u32,
+    /// Low bits of the n-gram's hash.
     tag: u32,
     count: u32,
 }
 
-const EMPTY: Slot = Slot {
-    pos: u32::MAX,
-    tag: 0,
-    count: 0,
-};
 const BASE: u64 = 0x9E37_79B9_7F4A_7C15;
 
 impl<'w> Grams<'w> {
@@ -136,7 +135,8 @@ impl<'w> Grams<'w> {
             prefix,
             n: 0,
             base_n: 1,
-            slots: vec![EMPTY; 1 << bits],
+            slots: vec![Slot::default(); 1 << bits],
+            generation: 0,
             shift: 64 - bits,
         }
     }
@@ -145,12 +145,12 @@ impl<'w> Grams<'w> {
     fn reset(&mut self, n: usize) {
         self.n = n;
         self.base_n = (0..n).fold(1u64, |b, _| b.wrapping_mul(BASE));
-        self.slots.fill(EMPTY);
+        self.generation += 1;
     }
 
-    /// The slot of the n-gram at `i`: the one holding an equal n-gram, or the empty one where
-    /// it goes.
-    fn slot(&mut self, i: usize) -> &mut Slot {
+    /// The slot of the n-gram at `i` and whether it was new: the slot holding an equal
+    /// n-gram, or an empty one taken for it (first seen at `i`, count 0).
+    fn slot(&mut self, i: usize) -> (&mut Slot, bool) {
         let n = self.n;
         let h = self.prefix[i + n].wrapping_sub(self.prefix[i].wrapping_mul(self.base_n));
         let h = (h ^ (h >> 32)).wrapping_mul(0xFF51_AFD7_ED55_8CCD);
@@ -160,41 +160,55 @@ impl<'w> Grams<'w> {
         let gram = &self.ids[i..i + n];
         loop {
             let s = self.slots[at];
-            if s.pos == u32::MAX
-                || (s.tag == tag && self.ids[s.pos as usize..s.pos as usize + n] == *gram)
-            {
-                break;
+            if s.generation != self.generation {
+                let generation = self.generation;
+                let s = &mut self.slots[at];
+                *s = Slot {
+                    generation,
+                    pos: i as u32,
+                    tag,
+                    count: 0,
+                };
+                return (s, true);
+            }
+            if s.tag == tag && same(&self.ids[s.pos as usize..], gram) {
+                return (&mut self.slots[at], false);
             }
             at = (at + 1) & mask;
         }
-        let s = &mut self.slots[at];
-        if s.pos == u32::MAX {
-            s.tag = tag;
-        }
-        s
     }
+}
+
+/// Whether `a` starts with `gram`: a plain loop, as n-grams are short and a `memcmp` call costs
+/// more than comparing them.
+#[inline(always)]
+fn same(a: &[u32], gram: &[u32]) -> bool {
+    let a = &a[..gram.len()];
+    let mut k = 0;
+    while k < gram.len() && a[k] == gram[k] {
+        k += 1;
+    }
+    k == gram.len()
 }
 
 /// Characters × count of the most frequent n-gram joined by spaces; ties go to the n-gram seen
 /// first, as Python's `Counter.most_common(1)` does.
 fn top_ngram_chars(words: &Interned, grams: &mut Grams, n: usize) -> usize {
     grams.reset(n);
+    // The most frequent n-gram so far as (count, first position): counts grow one at a time,
+    // so checking each n-gram as it is counted finds the largest count, and among n-grams
+    // with that count the first seen.
+    let mut best = (0u32, 0usize);
     for i in 0..=words.ids.len() - n {
-        let slot = grams.slot(i);
-        if slot.pos == u32::MAX {
-            slot.pos = i as u32;
-        }
+        let (slot, _) = grams.slot(i);
         slot.count += 1;
+        let (count, pos) = (slot.count, slot.pos as usize);
+        if count > best.0 || (count == best.0 && pos < best.1) {
+            best = (count, pos);
+        }
     }
-    let best = grams
-        .slots
-        .iter()
-        .filter(|s| s.pos != u32::MAX)
-        .max_by(|a, b| a.count.cmp(&b.count).then(b.pos.cmp(&a.pos)));
-    best.map_or(0, |s| {
-        let gram = &words.ids[s.pos as usize..s.pos as usize + n];
-        (words.chars(gram) + n - 1) * s.count as usize
-    })
+    let (count, pos) = best;
+    (words.chars(&words.ids[pos..pos + n]) + n - 1) * count as usize
 }
 
 /// Characters in n-grams (joined without separator) already seen, skipping past each repeat
@@ -204,13 +218,11 @@ fn dup_ngram_chars(words: &Interned, grams: &mut Grams, n: usize) -> usize {
     grams.reset(n);
     let (mut chars, mut i) = (0, 0);
     while i + n <= ids.len() {
-        let slot = grams.slot(i);
-        if slot.pos != u32::MAX {
+        if grams.slot(i).1 {
+            i += 1;
+        } else {
             chars += words.chars(&ids[i..i + n]);
             i += n;
-        } else {
-            slot.pos = i as u32;
-            i += 1;
         }
     }
     chars
