@@ -114,15 +114,10 @@ const LOW_BITS: u64 = 0x0101_0101_0101_0101;
 const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
 
 /// Whether a byte of `x` is below `n` (at most 128): the classic SWAR test, exact as a yes/no
-/// answer, and its lowest flag marks the first such byte.
+/// answer.
 #[inline]
 fn has_byte_below(x: u64, n: u8) -> bool {
-    below_flags(x, n) != 0
-}
-
-#[inline]
-fn below_flags(x: u64, n: u8) -> u64 {
-    x.wrapping_sub(LOW_BITS * u64::from(n)) & !x & HIGH_BITS
+    x.wrapping_sub(LOW_BITS * u64::from(n)) & !x & HIGH_BITS != 0
 }
 
 /// ASCII bytes Python's `str.isspace()` accepts: \t \n \v \f \r, \x1c-\x1f and the space.
@@ -141,32 +136,51 @@ pub struct SplitPySpace<'a> {
     pos: usize,
 }
 
+/// Per byte: 0 inside a word, 1 an ASCII space, 2 a lead byte that may start non-ASCII
+/// whitespace (0xC2: U+0085, U+00A0; 0xE1: U+1680; 0xE2: U+2000–U+205F; 0xE3: U+3000). Lead
+/// bytes are never continuation bytes, so stepping one byte over anything else stays on track.
+const SPACE_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = if is_ascii_py_space(b as u8) {
+            1
+        } else if matches!(b, 0xC2 | 0xE1 | 0xE2 | 0xE3) {
+            2
+        } else {
+            0
+        };
+        b += 1;
+    }
+    t
+};
+
 impl SplitPySpace<'_> {
-    /// Byte length of the whitespace character at `i`, 0 if it is not whitespace. Only the lead
-    /// bytes 0xC2, 0xE1, 0xE2 and 0xE3 start non-ASCII whitespace, and lead bytes are never
-    /// continuation bytes, so stepping one byte over anything else stays on track.
-    #[inline]
+    /// Byte length of the whitespace character at `i`, 0 if it is not whitespace.
+    #[inline(always)]
     fn space_at(&self, i: usize) -> usize {
-        let b = self.s.as_bytes()[i];
-        if b < 0x80 {
-            return usize::from(is_ascii_py_space(b));
-        }
-        if matches!(b, 0xC2 | 0xE1 | 0xE2 | 0xE3) {
-            let c = self.s[i..]
-                .chars()
-                .next()
-                .expect("a lead byte starts a character");
-            if is_py_space(c) {
-                return c.len_utf8();
+        match SPACE_CLASS[self.s.as_bytes()[i] as usize] {
+            0 => 0,
+            1 => 1,
+            _ => {
+                let c = self.s[i..]
+                    .chars()
+                    .next()
+                    .expect("a lead byte starts a character");
+                if is_py_space(c) {
+                    c.len_utf8()
+                } else {
+                    0
+                }
             }
         }
-        0
     }
 }
 
 impl<'a> Iterator for SplitPySpace<'a> {
     type Item = &'a str;
 
+    #[inline]
     fn next(&mut self) -> Option<&'a str> {
         let bytes = self.s.as_bytes();
         let len = bytes.len();
@@ -183,19 +197,21 @@ impl<'a> Iterator for SplitPySpace<'a> {
         }
         let start = i;
         i += 1;
-        while i < len {
-            // Skip eight bytes at once while they are ASCII above the space.
+        loop {
             if let Some(chunk) = bytes.get(i..i + 8) {
+                // Step over ASCII bytes above the space eight at a time, then to the first byte
+                // that is not one (the lowest flag of the SWAR test is exact).
                 let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-                let flags = below_flags(x, 0x21) | (x & HIGH_BITS);
+                let flags = x.wrapping_sub(LOW_BITS * 0x21) & !x & HIGH_BITS | x & HIGH_BITS;
                 if flags == 0 {
                     i += 8;
                     continue;
                 }
-                // Up to the first byte that is not: those are word bytes.
                 i += (flags.trailing_zeros() / 8) as usize;
+            } else if i >= len {
+                break;
             }
-            if self.space_at(i) != 0 {
+            if SPACE_CLASS[bytes[i] as usize] != 0 && self.space_at(i) != 0 {
                 break;
             }
             i += 1;

@@ -70,11 +70,55 @@ fn jieba() -> &'static jieba_rs::Jieba {
 
 /// Token lengths (bytes) of each special case: every special case is the concatenation of its
 /// tokens, so lengths are enough to slice the input.
+#[inline]
 fn special(s: &str) -> Option<&'static [&'static str]> {
-    static MAP: OnceLock<FxHashMap<&'static str, &'static [&'static str]>> = OnceLock::new();
-    MAP.get_or_init(|| SPECIAL_CASES.iter().copied().collect())
-        .get(s)
-        .copied()
+    let specials = SPECIALS.get_or_init(Specials::new);
+    if !specials.may_hold(s) {
+        return None;
+    }
+    specials.map.get(s).copied()
+}
+
+static SPECIALS: OnceLock<Specials> = OnceLock::new();
+
+/// The special cases, behind a filter on (first byte, last byte, length) that turns most words
+/// away without hashing them.
+struct Specials {
+    map: FxHashMap<&'static str, &'static [&'static str]>,
+    /// Bit `filter_bit(s)` is set for every special case `s`.
+    filter: Vec<u64>,
+}
+
+const FILTER_BITS: usize = 1 << 16;
+
+#[inline]
+fn filter_bit(s: &str) -> usize {
+    let b = s.as_bytes();
+    let key = (usize::from(b[0]) << 8 | usize::from(b[b.len() - 1])) ^ (s.len().min(255) << 16);
+    key.wrapping_mul(0x9E37_79B9) >> 7 & (FILTER_BITS - 1)
+}
+
+impl Specials {
+    fn new() -> Specials {
+        let mut filter = vec![0u64; FILTER_BITS / 64];
+        for (s, _) in SPECIAL_CASES {
+            let bit = filter_bit(s);
+            filter[bit / 64] |= 1 << (bit % 64);
+        }
+        Specials {
+            map: SPECIAL_CASES.iter().copied().collect(),
+            filter,
+        }
+    }
+
+    #[inline]
+    fn may_hold(&self, s: &str) -> bool {
+        if s.is_empty() {
+            return false;
+        }
+        let bit = filter_bit(s);
+        self.filter[bit / 64] >> (bit % 64) & 1 == 1
+    }
 }
 
 fn push_special<'a>(s: &'a str, parts: &[&str], out: &mut Vec<&'a str>) {
