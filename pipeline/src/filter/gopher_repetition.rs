@@ -377,4 +377,55 @@ mod tests {
         assert_eq!(split_paragraphs("a\n\n\nb\nc\n\nd"), ["a", "b\nc", "d"]);
         assert_eq!(split_newline_runs("\na\n\nb\n"), ["", "a", "b", ""]);
     }
+
+    /// The n-gram table against plain hash maps of slices (datatrove's definitions read
+    /// literally), on word sequences with few distinct words, so n-grams repeat and tie a lot.
+    #[test]
+    fn ngram_table_matches_plain_maps() {
+        fn top_reference(w: &Interned, n: usize) -> usize {
+            let mut counts: FxHashMap<&[u32], (usize, usize)> = FxHashMap::default();
+            for (i, gram) in w.ids.windows(n).enumerate() {
+                counts.entry(gram).or_insert((0, i)).0 += 1;
+            }
+            let best = counts
+                .iter()
+                .max_by(|a, b| a.1 .0.cmp(&b.1 .0).then(b.1 .1.cmp(&a.1 .1)));
+            best.map_or(0, |(gram, (count, _))| (w.chars(gram) + n - 1) * count)
+        }
+        fn dup_reference(w: &Interned, n: usize) -> usize {
+            let mut seen: FxHashSet<&[u32]> = FxHashSet::default();
+            let (mut chars, mut i) = (0, 0);
+            while i + n <= w.ids.len() {
+                let gram = &w.ids[i..i + n];
+                if seen.contains(gram) {
+                    chars += w.chars(gram);
+                    i += n;
+                } else {
+                    seen.insert(gram);
+                    i += 1;
+                }
+            }
+            chars
+        }
+        const VOCAB: [&str; 12] = [
+            "a", "bb", "ccc", "the", "of", "and", "river", "é", "中文", "x", "yy", "zzz",
+        ];
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move |m: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % m as u64) as usize
+        };
+        for round in 0..300 {
+            let (len, vocab) = (next(400) + 1, 2 + round % 11);
+            let text: Vec<&str> = (0..len).map(|_| VOCAB[next(vocab)]).collect();
+            let w = intern(&text);
+            let mut grams = Grams::new(&w.ids);
+            for n in 1..=10.min(len) {
+                assert_eq!(top_ngram_chars(&w, &mut grams, n), top_reference(&w, n));
+                assert_eq!(dup_ngram_chars(&w, &mut grams, n), dup_reference(&w, n));
+            }
+        }
+    }
 }
