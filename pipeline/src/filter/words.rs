@@ -511,7 +511,7 @@ fn split_infixes<'a>(s: &'a str, out: &mut Vec<&'a str>, chars: &mut Vec<(usize,
         let (pos, c) = chars[i];
         let prev = if i > 0 { Some(chars[i - 1].1) } else { None };
         let next = chars.get(i + 1).map(|&(_, c)| c);
-        let len = infix_at(&chars, i, c, prev, next);
+        let len = infix_at(chars, i, c, prev, next);
         if len == 0 {
             i += 1;
             continue;
