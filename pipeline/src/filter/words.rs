@@ -30,10 +30,10 @@ pub fn split_words<'a>(text: &'a str, lang: &str, out: &mut Vec<&'a str>) {
         }
         return;
     }
-    let mut chars = Vec::new();
+    let mut scratch = Scratch::default();
     for chunk in split_py_space(text) {
         let first = out.len();
-        tokenize_chunk(chunk, out, &mut chars);
+        tokenize_chunk(chunk, out, &mut scratch);
         if out.len() - first > 1 {
             merge_special_spans(chunk, first, out);
         }
@@ -181,9 +181,15 @@ fn splits_without_specials(s: &str) -> bool {
     parts.len() > 1
 }
 
-/// spaCy's `Tokenizer._split_affixes` + `_attach_tokens` for one whitespace-free chunk;
-/// `chars` is scratch space for `split_infixes`.
-fn tokenize_chunk<'a>(s: &'a str, out: &mut Vec<&'a str>, chars: &mut Vec<(usize, char)>) {
+/// Buffers `tokenize_chunk` reuses from one chunk to the next.
+#[derive(Default)]
+struct Scratch {
+    chars: Vec<(usize, char)>,
+    suffixes: Vec<(usize, usize)>,
+}
+
+/// spaCy's `Tokenizer._split_affixes` + `_attach_tokens` for one whitespace-free chunk.
+fn tokenize_chunk<'a>(s: &'a str, out: &mut Vec<&'a str>, scratch: &mut Scratch) {
     if let Some(parts) = special(s) {
         push_special(s, parts, out);
         return;
@@ -194,25 +200,33 @@ fn tokenize_chunk<'a>(s: &'a str, out: &mut Vec<&'a str>, chars: &mut Vec<(usize
         return;
     }
     let (mut start, mut end) = (0, s.len());
-    let mut suffixes: Vec<(usize, usize)> = Vec::new();
+    let suffixes = &mut scratch.suffixes;
+    suffixes.clear();
     let mut last = usize::MAX;
+    // The special case the remaining core is, once one is found. At the top of each round the
+    // core is known not to be one (tested above, or at the end of the last round), which is
+    // where spaCy tests it.
+    let mut core_special = None;
     while start < end && end - start != last {
         let cur = &s[start..end];
-        if special(cur).is_some() {
-            break;
-        }
         last = cur.len();
         let pre = prefix_len(cur);
-        if pre > 0 && pre < cur.len() && special(&cur[pre..]).is_some() {
-            out.push(&cur[..pre]);
-            start += pre;
-            break;
+        if pre > 0 && pre < cur.len() {
+            if let Some(parts) = special(&cur[pre..]) {
+                out.push(&cur[..pre]);
+                start += pre;
+                core_special = Some(parts);
+                break;
+            }
         }
         let suf = suffix_len(&cur[pre..]);
-        if suf > 0 && suf < cur.len() && special(&cur[..cur.len() - suf]).is_some() {
-            suffixes.push((end - suf, end));
-            end -= suf;
-            break;
+        if suf > 0 && suf < cur.len() {
+            if let Some(parts) = special(&cur[..cur.len() - suf]) {
+                suffixes.push((end - suf, end));
+                end -= suf;
+                core_special = Some(parts);
+                break;
+            }
         }
         if pre > 0 && suf > 0 && pre + suf <= cur.len() {
             out.push(&cur[..pre]);
@@ -226,18 +240,19 @@ fn tokenize_chunk<'a>(s: &'a str, out: &mut Vec<&'a str>, chars: &mut Vec<(usize
             suffixes.push((end - suf, end));
             end -= suf;
         }
-        if special(&s[start..end]).is_some() {
+        if let Some(parts) = special(&s[start..end]) {
+            core_special = Some(parts);
             break;
         }
     }
     if start < end {
         let core = &s[start..end];
-        if let Some(parts) = special(core) {
+        if let Some(parts) = core_special {
             push_special(core, parts, out);
         } else if is_url(core) {
             out.push(core);
         } else {
-            split_infixes(core, out, chars);
+            split_infixes(core, out, &mut scratch.chars);
         }
     }
     for &(a, b) in suffixes.iter().rev() {
@@ -423,9 +438,11 @@ fn prefix_len(s: &str) -> usize {
     if is_currency(c) || is_icon(c) {
         return c.len_utf8();
     }
-    for cur in ["US$", "C$", "A$"] {
-        if s.starts_with(cur) {
-            return cur.len();
+    if matches!(c, 'U' | 'C' | 'A') {
+        for cur in ["US$", "C$", "A$"] {
+            if s.starts_with(cur) {
+                return cur.len();
+            }
         }
     }
     0
@@ -459,13 +476,15 @@ fn suffix_len(s: &str) -> usize {
         }
         _ => {}
     }
-    // `+`, currencies and units count only right after an ASCII digit: try each tail that
-    // follows one, longest first (an ASCII byte always ends a character).
+    // `+`, currencies and units count only right after an ASCII digit. None of them holds a
+    // digit, so only the tail after the last digit can be one (an ASCII byte always ends a
+    // character, so that tail starts on a boundary).
     let bytes = s.as_bytes();
-    for k in s.len().saturating_sub(MAX_DIGIT_SUFFIX_LEN).max(1)..s.len() {
-        if bytes[k - 1].is_ascii_digit() && s.is_char_boundary(k) && is_digit_suffix(&s[k..]) {
+    let from = s.len().saturating_sub(MAX_DIGIT_SUFFIX_LEN + 1);
+    if let Some(d) = bytes[from..].iter().rposition(u8::is_ascii_digit) {
+        let k = from + d + 1;
+        if k < s.len() && is_digit_suffix(&s[k..]) {
             best = best.max(s.len() - k);
-            break;
         }
     }
     if last == '.' {
@@ -686,6 +705,7 @@ mod tests {
             digit_suffixes().map(str::len).max(),
             Some(MAX_DIGIT_SUFFIX_LEN)
         );
+        assert!(digit_suffixes().all(|s| !s.bytes().any(|b| b.is_ascii_digit())));
     }
 
     #[test]
