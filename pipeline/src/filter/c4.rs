@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::pystr::{py_strip, splitlines};
+use super::pystr::{char_len, py_strip, split_py_space, splitlines};
 use super::words::count_sentences;
 
 /// Switches and thresholds; `-1`/`0` disable the numeric ones, as in datatrove.
@@ -97,31 +97,32 @@ fn remove_citations(line: &str) -> std::borrow::Cow<'_, str> {
 impl C4 {
     /// Applies the rules line by line; `lang` picks the sentence splitter.
     pub fn apply(&self, text: &str, lang: &str) -> C4Outcome {
-        let mut kept: Vec<String> = Vec::new();
+        // The kept lines joined by newlines.
+        let (mut kept, mut n_kept) = (String::new(), 0);
         let mut sentences = 0;
         for line in splitlines(text) {
-            let line = py_strip(line);
-            let n_words = line
-                .split(super::pystr::is_py_space)
-                .filter(|w| !w.is_empty())
-                .count();
-            if self.max_word_length > 0
-                && line
-                    .split(super::pystr::is_py_space)
-                    .any(|w| super::pystr::char_len(w) > self.max_word_length)
-            {
-                continue;
-            }
+            let stripped = py_strip(line);
+            // datatrove's per-line tests that only skip the line are independent: the cheap
+            // ending test runs first, so most lines are never split into words.
             let line = if self.remove_citations {
-                remove_citations(line)
+                remove_citations(stripped)
             } else {
-                line.into()
+                stripped.into()
             };
             let ends_ok = line.ends_with(['.', '?', '!', '"', '\'']) && !line.ends_with("...");
             if self.filter_no_terminal_punct && !ends_ok {
                 continue;
             }
-            if n_words < self.min_words_per_line {
+            // Words and their lengths as on the line before citation removal.
+            let (mut n_words, mut too_long) = (0, false);
+            for w in split_py_space(stripped) {
+                n_words += 1;
+                if self.max_word_length > 0 && char_len(w) > self.max_word_length {
+                    too_long = true;
+                    break;
+                }
+            }
+            if too_long || n_words < self.min_words_per_line {
                 continue;
             }
             let lower = line.to_lowercase();
@@ -140,12 +141,20 @@ impl C4 {
             if self.min_num_sentences > 0 {
                 sentences += count_sentences(&line, lang);
             }
-            kept.push(line.into_owned());
+            if n_kept > 0 {
+                kept.push('\n');
+            }
+            kept.push_str(&line);
+            n_kept += 1;
         }
         if sentences < self.min_num_sentences {
             return C4Outcome::Drop("too_few_sentences");
         }
-        C4Outcome::Keep(py_strip(&kept.join("\n")).to_string())
+        let stripped = py_strip(&kept);
+        if stripped.len() == kept.len() {
+            return C4Outcome::Keep(kept);
+        }
+        C4Outcome::Keep(stripped.to_string())
     }
 }
 

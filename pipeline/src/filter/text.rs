@@ -35,13 +35,34 @@ impl<'a> Ctx<'a> {
 
 /// Member of datatrove's `PUNCTUATION_SET`.
 pub fn is_datatrove_punct(c: char) -> bool {
+    if c.is_ascii() {
+        return ASCII_PUNCTUATION >> c as u32 & 1 == 1;
+    }
     PUNCTUATION.binary_search(&c).is_ok()
 }
 
 /// Member of datatrove's `TERMINAL_PUNCTUATION`.
 pub fn is_terminal_punct(c: char) -> bool {
+    if c.is_ascii() {
+        return ASCII_TERMINAL_PUNCTUATION >> c as u32 & 1 == 1;
+    }
     TERMINAL_PUNCTUATION.binary_search(&c).is_ok()
 }
+
+/// The ASCII members of a set, as a bit mask.
+const fn ascii_mask(set: &[char]) -> u128 {
+    let (mut mask, mut i) = (0u128, 0);
+    while i < set.len() {
+        if set[i].is_ascii() {
+            mask |= 1 << set[i] as u32;
+        }
+        i += 1;
+    }
+    mask
+}
+
+const ASCII_PUNCTUATION: u128 = ascii_mask(PUNCTUATION);
+const ASCII_TERMINAL_PUNCTUATION: u128 = ascii_mask(TERMINAL_PUNCTUATION);
 
 #[cfg(test)]
 mod tests {
@@ -52,6 +73,14 @@ mod tests {
         assert!(is_datatrove_punct('.') && is_datatrove_punct('…') && is_datatrove_punct('。'));
         assert!(!is_datatrove_punct('a') && !is_datatrove_punct(' '));
         assert!(is_terminal_punct('.') && is_terminal_punct('？') && !is_terminal_punct('"'));
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            assert_eq!(is_datatrove_punct(c), PUNCTUATION.contains(&c), "{c:?}");
+            assert_eq!(
+                is_terminal_punct(c),
+                TERMINAL_PUNCTUATION.contains(&c),
+                "{c:?}"
+            );
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use rustc_hash::FxHashMap;
 
-use super::pystr::{is_py_space, is_quote};
+use super::pystr::{is_py_space, is_quote, split_py_space};
 use super::ref_data::{ICON_RANGES, SPECIAL_CASES};
 
 /// Appends the words of `text` to `out`, as datatrove's `split_into_words(text, lang)` would
@@ -30,9 +30,10 @@ pub fn split_words<'a>(text: &'a str, lang: &str, out: &mut Vec<&'a str>) {
         }
         return;
     }
-    for chunk in text.split(is_py_space).filter(|c| !c.is_empty()) {
+    let mut scratch = Scratch::default();
+    for chunk in split_py_space(text) {
         let first = out.len();
-        tokenize_chunk(chunk, out);
+        tokenize_chunk(chunk, out, &mut scratch);
         if out.len() - first > 1 {
             merge_special_spans(chunk, first, out);
         }
@@ -69,11 +70,55 @@ fn jieba() -> &'static jieba_rs::Jieba {
 
 /// Token lengths (bytes) of each special case: every special case is the concatenation of its
 /// tokens, so lengths are enough to slice the input.
+#[inline]
 fn special(s: &str) -> Option<&'static [&'static str]> {
-    static MAP: OnceLock<FxHashMap<&'static str, &'static [&'static str]>> = OnceLock::new();
-    MAP.get_or_init(|| SPECIAL_CASES.iter().copied().collect())
-        .get(s)
-        .copied()
+    let specials = SPECIALS.get_or_init(Specials::new);
+    if !specials.may_hold(s) {
+        return None;
+    }
+    specials.map.get(s).copied()
+}
+
+static SPECIALS: OnceLock<Specials> = OnceLock::new();
+
+/// The special cases, behind a filter on (first byte, last byte, length) that turns most words
+/// away without hashing them.
+struct Specials {
+    map: FxHashMap<&'static str, &'static [&'static str]>,
+    /// Bit `filter_bit(s)` is set for every special case `s`.
+    filter: Vec<u64>,
+}
+
+const FILTER_BITS: usize = 1 << 16;
+
+#[inline]
+fn filter_bit(s: &str) -> usize {
+    let b = s.as_bytes();
+    let key = (usize::from(b[0]) << 8 | usize::from(b[b.len() - 1])) ^ (s.len().min(255) << 16);
+    key.wrapping_mul(0x9E37_79B9) >> 7 & (FILTER_BITS - 1)
+}
+
+impl Specials {
+    fn new() -> Specials {
+        let mut filter = vec![0u64; FILTER_BITS / 64];
+        for (s, _) in SPECIAL_CASES {
+            let bit = filter_bit(s);
+            filter[bit / 64] |= 1 << (bit % 64);
+        }
+        Specials {
+            map: SPECIAL_CASES.iter().copied().collect(),
+            filter,
+        }
+    }
+
+    #[inline]
+    fn may_hold(&self, s: &str) -> bool {
+        if s.is_empty() {
+            return false;
+        }
+        let bit = filter_bit(s);
+        self.filter[bit / 64] >> (bit % 64) & 1 == 1
+    }
 }
 
 fn push_special<'a>(s: &'a str, parts: &[&str], out: &mut Vec<&'a str>) {
@@ -132,12 +177,19 @@ fn splits_without_specials(s: &str) -> bool {
         return true;
     }
     let mut parts = Vec::new();
-    split_infixes(s, &mut parts);
+    split_infixes(s, &mut parts, &mut Vec::new());
     parts.len() > 1
 }
 
+/// Buffers `tokenize_chunk` reuses from one chunk to the next.
+#[derive(Default)]
+struct Scratch {
+    chars: Vec<(usize, char)>,
+    suffixes: Vec<(usize, usize)>,
+}
+
 /// spaCy's `Tokenizer._split_affixes` + `_attach_tokens` for one whitespace-free chunk.
-fn tokenize_chunk<'a>(s: &'a str, out: &mut Vec<&'a str>) {
+fn tokenize_chunk<'a>(s: &'a str, out: &mut Vec<&'a str>, scratch: &mut Scratch) {
     if let Some(parts) = special(s) {
         push_special(s, parts, out);
         return;
@@ -148,25 +200,33 @@ fn tokenize_chunk<'a>(s: &'a str, out: &mut Vec<&'a str>) {
         return;
     }
     let (mut start, mut end) = (0, s.len());
-    let mut suffixes: Vec<(usize, usize)> = Vec::new();
+    let suffixes = &mut scratch.suffixes;
+    suffixes.clear();
     let mut last = usize::MAX;
+    // The special case the remaining core is, once one is found. At the top of each round the
+    // core is known not to be one (tested above, or at the end of the last round), which is
+    // where spaCy tests it.
+    let mut core_special = None;
     while start < end && end - start != last {
         let cur = &s[start..end];
-        if special(cur).is_some() {
-            break;
-        }
         last = cur.len();
         let pre = prefix_len(cur);
-        if pre > 0 && pre < cur.len() && special(&cur[pre..]).is_some() {
-            out.push(&cur[..pre]);
-            start += pre;
-            break;
+        if pre > 0 && pre < cur.len() {
+            if let Some(parts) = special(&cur[pre..]) {
+                out.push(&cur[..pre]);
+                start += pre;
+                core_special = Some(parts);
+                break;
+            }
         }
         let suf = suffix_len(&cur[pre..]);
-        if suf > 0 && suf < cur.len() && special(&cur[..cur.len() - suf]).is_some() {
-            suffixes.push((end - suf, end));
-            end -= suf;
-            break;
+        if suf > 0 && suf < cur.len() {
+            if let Some(parts) = special(&cur[..cur.len() - suf]) {
+                suffixes.push((end - suf, end));
+                end -= suf;
+                core_special = Some(parts);
+                break;
+            }
         }
         if pre > 0 && suf > 0 && pre + suf <= cur.len() {
             out.push(&cur[..pre]);
@@ -180,18 +240,19 @@ fn tokenize_chunk<'a>(s: &'a str, out: &mut Vec<&'a str>) {
             suffixes.push((end - suf, end));
             end -= suf;
         }
-        if special(&s[start..end]).is_some() {
+        if let Some(parts) = special(&s[start..end]) {
+            core_special = Some(parts);
             break;
         }
     }
     if start < end {
         let core = &s[start..end];
-        if let Some(parts) = special(core) {
+        if let Some(parts) = core_special {
             push_special(core, parts, out);
         } else if is_url(core) {
             out.push(core);
         } else {
-            split_infixes(core, out);
+            split_infixes(core, out, &mut scratch.chars);
         }
     }
     for &(a, b) in suffixes.iter().rev() {
@@ -199,6 +260,8 @@ fn tokenize_chunk<'a>(s: &'a str, out: &mut Vec<&'a str>) {
     }
 }
 
+/// spaCy's punctuation class as a list; `is_punct_cls` tests it (and a test checks the two agree).
+#[cfg(test)]
 const PUNCT: &str = "…,:;!?¿؟¡()[]{}<>_#*&。？！，、；：～·।،۔؛٪";
 const CURRENCY: &str = "$£€¥฿₽﷼₴₠₡₢₣₤₥₦₧₨₩₪₫₭₮₯₰₱₲₳₵₶₷₸₹₺₻₼₾₿";
 const UNITS: &[&str] = &[
@@ -210,8 +273,79 @@ const UNITS: &[&str] = &[
     "КБ", "кб", "Мб", "МБ", "мб", "Гб", "ГБ", "гб", "Тб", "ТБ",
 ];
 
+/// `PUNCT.contains(c)` without scanning the string.
+fn is_punct_cls(c: char) -> bool {
+    matches!(
+        c,
+        '…' | ','
+            | ':'
+            | ';'
+            | '!'
+            | '?'
+            | '¿'
+            | '؟'
+            | '¡'
+            | '('
+            | ')'
+            | '['
+            | ']'
+            | '{'
+            | '}'
+            | '<'
+            | '>'
+            | '_'
+            | '#'
+            | '*'
+            | '&'
+            | '。'
+            | '？'
+            | '！'
+            | '，'
+            | '、'
+            | '；'
+            | '：'
+            | '～'
+            | '·'
+            | '।'
+            | '،'
+            | '۔'
+            | '؛'
+            | '٪'
+    )
+}
+
+/// `CURRENCY.contains(c)` without scanning the string.
+fn is_currency(c: char) -> bool {
+    matches!(c, '$' | '£' | '€' | '¥' | '฿' | '₽' | '﷼' | '₴' | '₠'..='₩' | '₪'..='₫' | '₭'..='₰'
+        | '₱'..='₳' | '₵'..='₺' | '₻'..='₼' | '₾'..='₿')
+}
+
+/// Suffixes spaCy splits off only after a digit: `+`, a currency sign or code, or a unit.
+fn is_digit_suffix(tail: &str) -> bool {
+    static SET: OnceLock<rustc_hash::FxHashSet<&'static str>> = OnceLock::new();
+    SET.get_or_init(|| digit_suffixes().collect())
+        .contains(tail)
+}
+
+fn digit_suffixes() -> impl Iterator<Item = &'static str> {
+    let currency = CURRENCY
+        .char_indices()
+        .map(|(i, c)| &CURRENCY[i..i + c.len_utf8()]);
+    ["+", "US$", "C$", "A$"]
+        .into_iter()
+        .chain(currency)
+        .chain(UNITS.iter().copied())
+}
+
+/// Longest of `digit_suffixes()` in bytes.
+const MAX_DIGIT_SUFFIX_LEN: usize = 8;
+
 fn is_icon(c: char) -> bool {
     let c = c as u32;
+    // The table is sorted and starts above ASCII: most characters need no search.
+    if c < ICON_RANGES[0].0 {
+        return false;
+    }
     ICON_RANGES
         .binary_search_by(|&(lo, hi)| {
             if hi < c {
@@ -288,7 +422,7 @@ fn is_sentence_final(w: &str) -> bool {
 fn prefix_len(s: &str) -> usize {
     let Some(c) = s.chars().next() else { return 0 };
     let next = s[c.len_utf8()..].chars().next();
-    if matches!(c, '§' | '%' | '=' | '—' | '–') || PUNCT.contains(c) || is_quote(c) {
+    if matches!(c, '§' | '%' | '=' | '—' | '–') || is_punct_cls(c) || is_quote(c) {
         return c.len_utf8();
     }
     if c == '+' {
@@ -301,12 +435,14 @@ fn prefix_len(s: &str) -> usize {
     if c == '.' && next == Some('.') {
         return s.bytes().take_while(|&b| b == b'.').count();
     }
-    if CURRENCY.contains(c) || is_icon(c) {
+    if is_currency(c) || is_icon(c) {
         return c.len_utf8();
     }
-    for cur in ["US$", "C$", "A$"] {
-        if s.starts_with(cur) {
-            return cur.len();
+    if matches!(c, 'U' | 'C' | 'A') {
+        for cur in ["US$", "C$", "A$"] {
+            if s.starts_with(cur) {
+                return cur.len();
+            }
         }
     }
     0
@@ -320,43 +456,35 @@ fn suffix_len(s: &str) -> usize {
     let prev = rev.next();
     let prev2 = rev.next();
     let mut best = 0;
-    if PUNCT.contains(last) || is_quote(last) || is_icon(last) || matches!(last, '—' | '–') {
+    if is_punct_cls(last) || is_quote(last) || is_icon(last) || matches!(last, '—' | '–') {
         best = last.len_utf8();
     }
-    if s.ends_with("……") {
-        best = best.max("……".len());
-    }
-    let dots = s.bytes().rev().take_while(|&b| b == b'.').count();
-    if dots >= 2 {
-        best = best.max(dots);
-    }
-    for q in ["'s", "'S", "’s", "’S"] {
-        if s.ends_with(q) {
-            best = best.max(q.len());
+    match last {
+        '…' if s.ends_with("……") => best = best.max("……".len()),
+        '.' => {
+            let dots = s.bytes().rev().take_while(|&b| b == b'.').count();
+            if dots >= 2 {
+                best = best.max(dots);
+            }
         }
-    }
-    let digit_before = |tail: usize| {
-        s[..s.len() - tail]
-            .chars()
-            .next_back()
-            .is_some_and(|c| c.is_ascii_digit())
-    };
-    if last == '+' && digit_before(1) {
-        best = best.max(1);
-    }
-    for cur in CURRENCY.chars() {
-        if s.ends_with(cur) && digit_before(cur.len_utf8()) {
-            best = best.max(cur.len_utf8());
+        's' | 'S' => {
+            for q in ["'s", "'S", "’s", "’S"] {
+                if s.ends_with(q) {
+                    best = best.max(q.len());
+                }
+            }
         }
+        _ => {}
     }
-    for cur in ["US$", "C$", "A$"] {
-        if s.ends_with(cur) && digit_before(cur.len()) {
-            best = best.max(cur.len());
-        }
-    }
-    for unit in UNITS {
-        if s.ends_with(unit) && digit_before(unit.len()) {
-            best = best.max(unit.len());
+    // `+`, currencies and units count only right after an ASCII digit. None of them holds a
+    // digit, so only the tail after the last digit can be one (an ASCII byte always ends a
+    // character, so that tail starts on a boundary).
+    let bytes = s.as_bytes();
+    let from = s.len().saturating_sub(MAX_DIGIT_SUFFIX_LEN + 1);
+    if let Some(d) = bytes[from..].iter().rposition(u8::is_ascii_digit) {
+        let k = from + d + 1;
+        if k < s.len() && is_digit_suffix(&s[k..]) {
+            best = best.max(s.len() - k);
         }
     }
     if last == '.' {
@@ -365,7 +493,7 @@ fn suffix_len(s: &str) -> usize {
             let after_class = p.is_ascii_digit()
                 || is_lower_cls(p)
                 || matches!(p, '%' | '²' | '-' | '+' | '|')
-                || PUNCT.contains(p)
+                || is_punct_cls(p)
                 || is_quote(p);
             let after_upper2 = is_upper_cls(p) && prev2.is_some_and(is_upper_cls);
             if after_temp || after_class || after_upper2 {
@@ -377,16 +505,32 @@ fn suffix_len(s: &str) -> usize {
 }
 
 /// spaCy's English infix rules, applied left to right without overlap; an infix at position 0
-/// is not split off.
-fn split_infixes<'a>(s: &'a str, out: &mut Vec<&'a str>) {
-    let chars: Vec<(usize, char)> = s.char_indices().collect();
+/// is not split off. `chars` is scratch space.
+fn split_infixes<'a>(s: &'a str, out: &mut Vec<&'a str>, chars: &mut Vec<(usize, char)>) {
+    // Fast path: in ASCII text only these characters can start an infix (icons, `…` and the
+    // long dashes are not ASCII).
+    if s.bytes().all(|b| {
+        b.is_ascii()
+            && !matches!(
+                b,
+                b'.' | b'+' | b'-' | b'*' | b'^' | b',' | b'~' | b':' | b'<' | b'>' | b'=' | b'/'
+            )
+    }) {
+        if !s.is_empty() {
+            out.push(s);
+        }
+        return;
+    }
+    chars.clear();
+    chars.extend(s.char_indices());
+    let chars = &chars[..];
     let mut start = 0;
     let mut i = 0;
     while i < chars.len() {
         let (pos, c) = chars[i];
         let prev = if i > 0 { Some(chars[i - 1].1) } else { None };
         let next = chars.get(i + 1).map(|&(_, c)| c);
-        let len = infix_at(&chars, i, c, prev, next);
+        let len = infix_at(chars, i, c, prev, next);
         if len == 0 {
             i += 1;
             continue;
@@ -414,6 +558,14 @@ fn infix_at(
     prev: Option<char>,
     next: Option<char>,
 ) -> usize {
+    // Every rule below starts with one of these characters.
+    if !matches!(
+        c,
+        '.' | '…' | '+' | '-' | '*' | '^' | ',' | '–' | '—' | '~' | ':' | '<' | '>' | '=' | '/'
+    ) && !is_icon(c)
+    {
+        return 0;
+    }
     let alpha = |c: Option<char>| c.is_some_and(is_alpha_cls);
     if c == '.' && next == Some('.') {
         return chars[i..].iter().take_while(|&&(_, c)| c == '.').count();
@@ -457,6 +609,10 @@ fn infix_at(
 /// info up to an `@`, then a public IPv4 address or a dotted host ending in a lower-case
 /// top-level label of 2+ letters, optional port, optional path.
 fn is_url(s: &str) -> bool {
+    // Every accepted host has a dot.
+    if !s.contains('.') {
+        return false;
+    }
     let mut rest = s;
     if let Some(at) = s.find("://") {
         let scheme = &s[..at];
@@ -537,6 +693,19 @@ mod tests {
         let mut out = Vec::new();
         split_words(text, "en", &mut out);
         out
+    }
+
+    #[test]
+    fn class_tests_match_their_lists() {
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            assert_eq!(is_punct_cls(c), PUNCT.contains(c), "{c:?}");
+            assert_eq!(is_currency(c), CURRENCY.contains(c), "{c:?}");
+        }
+        assert_eq!(
+            digit_suffixes().map(str::len).max(),
+            Some(MAX_DIGIT_SUFFIX_LEN)
+        );
+        assert!(digit_suffixes().all(|s| !s.bytes().any(|b| b.is_ascii_digit())));
     }
 
     #[test]
