@@ -120,6 +120,7 @@ def tidy(text):
 
 def debian_documents(debs):
     root = os.path.join(debs, "x")
+    os.makedirs(root, exist_ok=True)  # dpkg-deb -x makes only the last folder
     for deb in sorted(glob.glob(os.path.join(debs, "*.deb"))):
         pkg = os.path.basename(deb).split("_")[0]
         done = os.path.join(root, pkg + ".done")

@@ -24,15 +24,22 @@
 //! the summed gradient of its shard), each rank updates its shard with its share of the moments,
 //! and an all-gather hands every rank the whole updated model. Checkpoints gather the moments
 //! back into whole parameters, so any world size, with or without ZeRO, resumes them.
+//!
+//! Gloo (CPU ranks) has no reduce-scatter of its own: torch's ProcessGroupGloo runs one as an
+//! all-reduce of a copy of the whole input and keeps its chunk, and it could only start after the
+//! backward. On Gloo, ZeRO-1 therefore sums the gradients by default with the same overlapped,
+//! bucketed all-reduce as ZeRO-0 (the same bytes, sent while the backward runs, no flat copy) and
+//! each rank reads its shard from the summed gradients; the optimizer state is sharded all the
+//! same (`[distributed] reduce_scatter` chooses either way on any backend).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
-use crate::dist::{ProcessGroup, ReduceOp, Work};
+use crate::dist::{Backend, ProcessGroup, ReduceOp, Work};
 use crate::expert_parallel::{gather_experts, split_expert_name, ExpertGroup, ExpertLayout};
 use crate::grad_overlap::{zero_missing_grads, OverlappedReduce};
 use crate::optim::{release_grads, AdamW, OptimConfig, Slot};
@@ -52,6 +59,12 @@ pub struct DistributedConfig {
     /// MiB of gradients per all-reduce bucket (each starts during the backward once complete).
     #[serde(default = "bucket_mb")]
     pub bucket_mb: f64,
+    /// With ZeRO-1, how the gradients are summed (DeepSpeed's `reduce_scatter` switch): `true` by
+    /// a reduce-scatter after the backward (each rank receives only its shard's sum: half an
+    /// all-reduce's bytes), `false` by the bucketed all-reduce that overlaps the backward. Unset:
+    /// reduce-scatter on NCCL, all-reduce on Gloo, whose reduce-scatter is an all-reduce anyway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reduce_scatter: Option<bool>,
 }
 
 impl Default for DistributedConfig {
@@ -60,6 +73,7 @@ impl Default for DistributedConfig {
             zero: 0,
             expert_parallel: 1,
             bucket_mb: bucket_mb(),
+            reduce_scatter: None,
         }
     }
 }
@@ -89,9 +103,14 @@ pub struct DataParallel {
     params: Vec<Tensor>,
     names: Vec<String>,
     zero: Option<Zero1>,
+    /// With ZeRO-1 on CPU: this rank's shard and the whole flat model, the all-gather's buffers,
+    /// kept from step to step (fresh ones of the model's size cost page faults every step, where
+    /// CUDA's caching allocator reuses its blocks).
+    gather: Option<(Tensor, Tensor)>,
     /// With expert parallelism: this rank's routed experts and their groups.
     experts: Option<Experts>,
-    /// Without ZeRO-1: the bucketed all-reduce of `params` that overlaps the backward.
+    /// The bucketed all-reduce of `params`' gradients that overlaps the backward: without ZeRO-1,
+    /// and with it unless it reduce-scatters (see the module's notes).
     overlap: Option<OverlappedReduce>,
 }
 
@@ -135,11 +154,11 @@ impl Zero1 {
     }
 }
 
-/// The concatenation of the flat `parts` (`total` elements), zero-padded to `len`.
-fn padded(mut parts: Vec<Tensor>, total: i64, len: i64) -> Tensor {
+/// The concatenation of the flat FP32 `parts` (on `device`), zero-padded to `len` elements.
+fn padded(mut parts: Vec<Tensor>, len: i64, device: Device) -> Tensor {
+    let total = parts.iter().map(Tensor::numel).sum::<usize>() as i64;
     if len > total {
-        let like = &parts[0];
-        parts.push(Tensor::zeros([len - total], (like.kind(), like.device())));
+        parts.push(Tensor::zeros([len - total], (Kind::Float, device)));
     }
     Tensor::cat(&parts, 0)
 }
@@ -233,21 +252,37 @@ impl DataParallel {
                 "ZeRO-1 shards FP32 master weights; this model has parameters of another dtype"
             );
         }
+        ensure!(
+            zero.is_some() || cfg.reduce_scatter.is_none(),
+            "[distributed] reduce_scatter chooses how ZeRO-1 sums gradients: set zero = 1 or \
+             remove it"
+        );
+        let reduce_scatter = cfg
+            .reduce_scatter
+            .unwrap_or(group.backend() == Backend::Nccl);
+        let device = params[0].device();
+        let gather = zero.as_ref().filter(|_| device == Device::Cpu).map(|z| {
+            let world = group.world_size as i64;
+            let zeros = |n| Tensor::zeros([n], (Kind::Float, device));
+            (zeros(z.shard), zeros(z.shard * world))
+        });
         let group = Arc::new(group);
-        let overlap = match zero {
-            Some(_) => None,
-            None => Some(OverlappedReduce::new(
-                group.clone(),
-                &params,
-                &backward_order(vs, &params),
-                bucket_bytes,
-            )?),
-        };
+        let overlap = (zero.is_none() || !reduce_scatter)
+            .then(|| {
+                OverlappedReduce::new(
+                    group.clone(),
+                    &params,
+                    &backward_order(vs, &params),
+                    bucket_bytes,
+                )
+            })
+            .transpose()?;
         Ok(Self {
             group,
             params,
             names,
             zero,
+            gather,
             experts,
             overlap,
         })
@@ -532,34 +567,52 @@ impl DataParallel {
         let expert_squares = self.reduce_expert_gradients(own)?;
         tch::no_grad(|| {
             let world = self.world_size() as i64;
-            let total: i64 = self.params.iter().map(|p| p.numel() as i64).sum();
-            let grads: Vec<Tensor> = self
-                .params
-                .iter()
-                .zip(shared)
-                .map(|(p, &any)| match any {
-                    true => p.grad().view([-1]),
-                    false => p.zeros_like().view([-1]),
-                })
-                .collect();
-            let flat = padded(grads, total, zero.shard * world);
-            let flat_device = flat.device();
-            let shard = flat.new_zeros([zero.shard], (flat.kind(), flat_device));
-            self.group.reduce_scatter(&shard, &flat)?.wait()?;
-            drop(flat);
+            let device = self.params[0].device();
+            // The summed gradient of this rank's shard, piece by piece.
+            let pieces: Vec<Tensor> = match &self.overlap {
+                // Summed by the all-reduce: every rank has the whole sum; its shard is a view of it.
+                Some(overlap) => {
+                    overlap.wait()?;
+                    zero.pieces
+                        .iter()
+                        .map(|&(i, start, _, len)| {
+                            self.params[i].grad().view([-1]).narrow(0, start, len)
+                        })
+                        .collect()
+                }
+                None => {
+                    let grads: Vec<Tensor> = self
+                        .params
+                        .iter()
+                        .zip(shared)
+                        .map(|(p, &any)| match any {
+                            true => p.grad().view([-1]),
+                            false => p.zeros_like().view([-1]),
+                        })
+                        .collect();
+                    let flat = padded(grads, zero.shard * world, device);
+                    let shard = flat.new_zeros([zero.shard], (flat.kind(), device));
+                    self.group.reduce_scatter(&shard, &flat)?.wait()?;
+                    zero.pieces
+                        .iter()
+                        .map(|&(_, _, at, len)| shard.narrow(0, at, len))
+                        .collect()
+                }
+            };
             release_grads(&self.params);
             // The optimizer's slots: this rank's pieces of the shared parameters, then its experts.
             let mut grads: BTreeMap<&str, Tensor> = zero
                 .pieces
                 .iter()
-                .filter(|&&(i, ..)| shared[i])
-                .map(|&(i, _, at, len)| (self.names[i].as_str(), shard.narrow(0, at, len)))
+                .zip(pieces)
+                .filter(|(&(i, ..), _)| shared[i])
+                .map(|(&(i, ..), g)| (self.names[i].as_str(), g))
                 .collect();
             let squares: f64 = grads
                 .values()
                 .map(|g| g.norm().double_value(&[]).powi(2))
                 .sum();
-            let squares = Tensor::from_slice(&[squares]).to_device(flat_device);
+            let squares = Tensor::from_slice(&[squares]).to_device(device);
             self.group.all_reduce(&squares, ReduceOp::Sum)?.wait()?;
             let norm = (squares.double_value(&[0]) + expert_squares).sqrt();
             if let Some(experts) = &self.experts {
@@ -575,11 +628,25 @@ impl DataParallel {
             if let Some(experts) = &self.experts {
                 release_grads(&experts.params);
             }
-            let views: Vec<Tensor> = self.params.iter().map(|p| p.view([-1])).collect();
-            let flat = padded(views, total, zero.shard * world);
-            let mine = flat.narrow(0, self.group.rank as i64 * zero.shard, zero.shard);
-            let full = flat.empty_like();
-            self.group.all_gather(&full, &mine.contiguous())?.wait()?;
+            // This rank's updated shard, in one buffer: the pieces (and the last shard's padding).
+            let updated = zero
+                .pieces
+                .iter()
+                .map(|&(i, start, _, len)| self.params[i].view([-1]).narrow(0, start, len));
+            let (mine, full) = match &self.gather {
+                Some((mine, full)) => {
+                    for (&(.., at, len), piece) in zero.pieces.iter().zip(updated) {
+                        mine.narrow(0, at, len).copy_(&piece);
+                    }
+                    (mine.shallow_clone(), full.shallow_clone())
+                }
+                None => {
+                    let mine = padded(updated.collect(), zero.shard, device);
+                    let full = mine.new_empty([zero.shard * world], (Kind::Float, device));
+                    (mine, full)
+                }
+            };
+            self.group.all_gather(&full, &mine)?.wait()?;
             let mut offset = 0;
             for p in &self.params {
                 let n = p.numel() as i64;

@@ -119,8 +119,8 @@ pub struct StepMetrics {
     /// `ProcessGroup::sent_bytes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comm_bytes: Option<u64>,
-    /// With several ranks (and no ZeRO-1): gradient buckets whose all-reduce started while the
-    /// backward was still running.
+    /// With several ranks (unless ZeRO-1 reduce-scatters): gradient buckets whose all-reduce
+    /// started while the backward was still running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlapped_buckets: Option<u64>,
     /// With expert parallelism: bytes this rank sent in its EP group (the all-to-alls of token

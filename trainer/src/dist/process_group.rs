@@ -310,6 +310,11 @@ impl ProcessGroup {
         )
     }
 
+    /// Which c10d backend the group runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
     /// Bytes this rank has sent so far, counted as the bandwidth-optimal (ring) algorithms send
     /// them, whatever the backend chose: for a buffer of B bytes over W ranks, an all-reduce sends
     /// 2(W−1)/W·B, a reduce-scatter or an all-gather (W−1)/W·B, a broadcast B.
