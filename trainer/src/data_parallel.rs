@@ -403,15 +403,7 @@ impl DataParallel {
         };
         if let Some(overlap) = &experts.overlap {
             overlap.wait()?;
-            // An expert no replica reached is not updated, as when training alone.
-            let unreached: Vec<Tensor> = experts
-                .params
-                .iter()
-                .zip(anywhere)
-                .filter(|(_, &any)| !any)
-                .map(|(p, _)| p.shallow_clone())
-                .collect();
-            release_grads(&unreached);
+            release_unreached(&experts.params, anywhere);
         }
         let defined: Vec<Tensor> = experts
             .params
@@ -540,15 +532,7 @@ impl DataParallel {
                 .as_ref()
                 .expect("without ZeRO-1 the gradients go through the overlapped all-reduce")
                 .wait()?;
-            // A parameter no rank reached is not updated, as when training alone.
-            let unreached: Vec<Tensor> = self
-                .params
-                .iter()
-                .zip(shared)
-                .filter(|(_, &any)| !any)
-                .map(|(p, _)| p.shallow_clone())
-                .collect();
-            release_grads(&unreached);
+            release_unreached(&self.params, shared);
             if self.experts.is_none() {
                 return Ok(optimizer.step(lr));
             }
@@ -634,18 +618,15 @@ impl DataParallel {
                 .iter()
                 .map(|&(i, start, _, len)| self.params[i].view([-1]).narrow(0, start, len));
             let (mine, full) = match &self.gather {
-                Some((mine, full)) => {
-                    for (&(.., at, len), piece) in zero.pieces.iter().zip(updated) {
-                        mine.narrow(0, at, len).copy_(&piece);
-                    }
-                    (mine.shallow_clone(), full.shallow_clone())
-                }
-                None => {
-                    let mine = padded(updated.collect(), zero.shard, device);
-                    let full = mine.new_empty([zero.shard * world], (Kind::Float, device));
-                    (mine, full)
-                }
+                Some((mine, full)) => (mine.shallow_clone(), full.shallow_clone()),
+                None => (
+                    Tensor::zeros([zero.shard], (Kind::Float, device)),
+                    Tensor::empty([zero.shard * world], (Kind::Float, device)),
+                ),
             };
+            for (&(.., at, len), piece) in zero.pieces.iter().zip(updated) {
+                mine.narrow(0, at, len).copy_(&piece);
+            }
             self.group.all_gather(&full, &mine)?.wait()?;
             let mut offset = 0;
             for p in &self.params {
@@ -656,6 +637,18 @@ impl DataParallel {
             Ok(norm)
         })
     }
+}
+
+/// Drops the (zero) gradients of the `params` no rank `reached`, so the optimizer leaves them as
+/// they are, as when training alone.
+fn release_unreached(params: &[Tensor], reached: &[bool]) {
+    let unreached: Vec<Tensor> = params
+        .iter()
+        .zip(reached)
+        .filter(|(_, &any)| !any)
+        .map(|(p, _)| p.shallow_clone())
+        .collect();
+    release_grads(&unreached);
 }
 
 /// Indices of `params` in the reverse of the order `vs` created them: the backward finishes the
