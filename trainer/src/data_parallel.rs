@@ -22,8 +22,10 @@
 //! their holders): the shared parameters, flattened in name order and padded to a multiple of the world size,
 //! are cut into one contiguous shard per rank. Step 2 becomes a reduce-scatter (each rank receives
 //! the summed gradient of its shard), each rank updates its shard with its share of the moments,
-//! and an all-gather hands every rank the whole updated model. Checkpoints gather the moments
-//! back into whole parameters, so any world size, with or without ZeRO, resumes them.
+//! and an all-gather hands every rank the whole updated model. Both run in rounds of `bucket_mb`
+//! (see `ShardPlan`), so their buffers stay small beside the model. Checkpoints gather the moments
+//! back into whole parameters, round by round into the leader's host memory, so any world size,
+//! with or without ZeRO, resumes them.
 //!
 //! Gloo (CPU ranks) has no reduce-scatter of its own: torch's ProcessGroupGloo runs one as an
 //! all-reduce of a copy of the whole input and keeps its chunk, and it could only start after the
@@ -56,7 +58,8 @@ pub struct DistributedConfig {
     /// process ignores it (it holds every expert, so it can resume an EP run's checkpoint).
     #[serde(default = "one")]
     pub expert_parallel: usize,
-    /// MiB of gradients per all-reduce bucket (each starts during the backward once complete).
+    /// MiB of gradients per all-reduce bucket (each starts during the backward once complete);
+    /// with ZeRO-1 also the MiB each round of its reduce-scatter and all-gathers moves.
     #[serde(default = "bucket_mb")]
     pub bucket_mb: f64,
     /// With ZeRO-1, how the gradients are summed (DeepSpeed's `reduce_scatter` switch): `true` by
@@ -103,10 +106,6 @@ pub struct DataParallel {
     params: Vec<Tensor>,
     names: Vec<String>,
     zero: Option<Zero1>,
-    /// With ZeRO-1 on CPU: this rank's shard and the whole flat model, the all-gather's buffers,
-    /// kept from step to step (fresh ones of the model's size cost page faults every step, where
-    /// CUDA's caching allocator reuses its blocks).
-    gather: Option<(Tensor, Tensor)>,
     /// With expert parallelism: this rank's routed experts and their groups.
     experts: Option<Experts>,
     /// The bucketed all-reduce of `params`' gradients that overlaps the backward: without ZeRO-1,
@@ -126,41 +125,87 @@ struct Experts {
     overlap: Option<OverlappedReduce>,
 }
 
-/// This rank's part of the ZeRO-1 layout.
-struct Zero1 {
-    /// Elements of each rank's shard of the flat parameter vector.
-    shard: i64,
-    /// The pieces of parameters inside this rank's shard, in name order (at most one per
-    /// parameter): (parameter index, start in the parameter, start in the shard, length).
-    pieces: Vec<(usize, i64, i64, i64)>,
-}
+/// A piece of one parameter inside a flat range: (parameter index, start in the parameter, start
+/// in the range's buffer, length).
+type Piece = (usize, i64, i64, i64);
 
-impl Zero1 {
-    /// Cuts `numels` (in order) into `world` equal contiguous shards and keeps `rank`'s pieces.
-    fn new(numels: &[i64], rank: usize, world: usize) -> Self {
-        let total: i64 = numels.iter().sum();
-        let shard = (total + world as i64 - 1) / world as i64;
-        let (lo, hi) = (rank as i64 * shard, (rank as i64 + 1) * shard);
-        let mut pieces = Vec::new();
-        let mut offset = 0;
-        for (i, &n) in numels.iter().enumerate() {
-            let (a, b) = (offset.max(lo), (offset + n).min(hi));
-            if a < b {
-                pieces.push((i, a - offset, a - lo, b - a));
-            }
-            offset += n;
+/// The pieces of the parameters of `numels` (flattened in order) that fall in `lo..hi` of the flat
+/// vector, placed from `base` on in a buffer that holds the range.
+fn pieces_in(numels: &[i64], lo: i64, hi: i64, base: i64) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    let mut offset = 0;
+    for (i, &n) in numels.iter().enumerate() {
+        let (a, b) = (offset.max(lo), (offset + n).min(hi));
+        if a < b {
+            pieces.push((i, a - offset, base + a - lo, b - a));
         }
-        Self { shard, pieces }
+        offset += n;
+    }
+    pieces
+}
+
+/// The ZeRO-1 layout and how its collectives walk it. The flat parameter vector is cut into one
+/// contiguous shard per rank; the reduce-scatter of the gradients and the all-gather of the
+/// parameters move it in rounds, each carrying `chunk` elements of every rank's shard, so their
+/// buffers stay at a bucket's size (as DeepSpeed's `reduce_bucket_size` and
+/// `allgather_bucket_size` bound them) instead of a flat copy of the whole model, which a large
+/// model has no room for beside its weights and gradients.
+struct ShardPlan {
+    /// Elements of each rank's shard.
+    shard: i64,
+    /// The pieces of parameters inside this rank's shard, placed in the shard.
+    pieces: Vec<Piece>,
+    /// Elements of each rank's shard one round moves (the last round may move fewer).
+    chunk: i64,
+    /// For each round, the pieces of parameters in every rank's part of it, placed in the round's
+    /// buffer (rank r's part at r × the round's length).
+    rounds: Vec<Vec<Piece>>,
+}
+
+impl ShardPlan {
+    /// Cuts `numels` (in order) into `world` equal contiguous shards, keeps `rank`'s pieces and
+    /// plans rounds of at most `bucket` elements over all ranks (at least one per rank).
+    fn new(numels: &[i64], rank: usize, world: usize, bucket: i64) -> Self {
+        let total: i64 = numels.iter().sum();
+        let world = world as i64;
+        let shard = (total + world - 1) / world;
+        let pieces = pieces_in(numels, rank as i64 * shard, (rank as i64 + 1) * shard, 0);
+        let chunk = (bucket / world).clamp(1, shard.max(1));
+        let rounds = (0..shard)
+            .step_by(chunk as usize)
+            .map(|from| {
+                let len = chunk.min(shard - from);
+                (0..world)
+                    .flat_map(|r| {
+                        let lo = r * shard + from;
+                        pieces_in(numels, lo, lo + len, r * len)
+                    })
+                    .collect()
+            })
+            .collect();
+        Self {
+            shard,
+            pieces,
+            chunk,
+            rounds,
+        }
+    }
+
+    /// Elements of each rank's shard that round `k` moves.
+    fn round_len(&self, k: usize) -> i64 {
+        self.chunk.min(self.shard - k as i64 * self.chunk)
     }
 }
 
-/// The concatenation of the flat FP32 `parts` (on `device`), zero-padded to `len` elements.
-fn padded(mut parts: Vec<Tensor>, len: i64, device: Device) -> Tensor {
-    let total = parts.iter().map(Tensor::numel).sum::<usize>() as i64;
-    if len > total {
-        parts.push(Tensor::zeros([len - total], (Kind::Float, device)));
-    }
-    Tensor::cat(&parts, 0)
+/// This rank's ZeRO-1 layout and the buffers its collectives reuse from step to step.
+struct Zero1 {
+    plan: ShardPlan,
+    /// This rank's shard: the reduce-scatter's summed gradients, then the updated parameters the
+    /// all-gather sends.
+    shard: Tensor,
+    /// Two round buffers (every rank's part of a round): one is filled or emptied while the
+    /// other's collective runs.
+    rounds: [Tensor; 2],
 }
 
 impl DataParallel {
@@ -242,16 +287,25 @@ impl DataParallel {
         })?;
         let (names, params): (Vec<String>, Vec<Tensor>) =
             named.into_iter().filter(|(_, t)| t.requires_grad()).unzip();
-        let zero = (cfg.zero == 1).then(|| {
-            let numels: Vec<i64> = params.iter().map(|p| p.numel() as i64).collect();
-            Zero1::new(&numels, group.rank, group.world_size)
-        });
-        if zero.is_some() {
+        if cfg.zero == 1 {
             ensure!(
                 params.iter().all(|p| p.kind() == Kind::Float),
                 "ZeRO-1 shards FP32 master weights; this model has parameters of another dtype"
             );
         }
+        let device = params[0].device();
+        let zero = (cfg.zero == 1).then(|| {
+            let numels: Vec<i64> = params.iter().map(|p| p.numel() as i64).collect();
+            let bucket = (bucket_bytes / Kind::Float.elt_size_in_bytes()) as i64;
+            let plan = ShardPlan::new(&numels, group.rank, group.world_size, bucket);
+            let zeros = |n| Tensor::zeros([n], (Kind::Float, device));
+            let round = plan.chunk * group.world_size as i64;
+            Zero1 {
+                shard: zeros(plan.shard),
+                rounds: [zeros(round), zeros(round)],
+                plan,
+            }
+        });
         ensure!(
             zero.is_some() || cfg.reduce_scatter.is_none(),
             "[distributed] reduce_scatter chooses how ZeRO-1 sums gradients: set zero = 1 or \
@@ -260,12 +314,6 @@ impl DataParallel {
         let reduce_scatter = cfg
             .reduce_scatter
             .unwrap_or(group.backend() == Backend::Nccl);
-        let device = params[0].device();
-        let gather = zero.as_ref().filter(|_| device == Device::Cpu).map(|z| {
-            let world = group.world_size as i64;
-            let zeros = |n| Tensor::zeros([n], (Kind::Float, device));
-            (zeros(z.shard), zeros(z.shard * world))
-        });
         let group = Arc::new(group);
         let overlap = (zero.is_none() || !reduce_scatter)
             .then(|| {
@@ -282,7 +330,6 @@ impl DataParallel {
             params,
             names,
             zero,
-            gather,
             experts,
             overlap,
         })
@@ -322,7 +369,8 @@ impl DataParallel {
             return Ok(None);
         };
         let mut slots: Vec<Slot> = tch::no_grad(|| {
-            zero.pieces
+            zero.plan
+                .pieces
                 .iter()
                 .map(|&(i, start, _, len)| Slot {
                     name: self.names[i].clone(),
@@ -347,41 +395,50 @@ impl DataParallel {
                     }),
             );
         }
-        let mut sharded = AdamW::with_slots(slots, cfg.clone());
+        let mut sharded = AdamW::with_slots(slots, cfg.clone(), None);
         let moments: BTreeMap<String, Tensor> = full.state_tensors().into_iter().collect();
         sharded.load_state_tensors(&moments, full.steps)?;
         Ok(Some(sharded))
     }
 
     /// The moments of whole parameters, for a checkpoint: with ZeRO-1 gathered from every rank's
-    /// shard (every rank must call this), otherwise `optimizer`'s own.
+    /// shard in rounds straight into host memory (every rank must call this; only the leader,
+    /// which writes the checkpoint, keeps the shared parameters' moments, so no rank holds the
+    /// whole state on its device), otherwise `optimizer`'s own.
     pub fn moments(&self, optimizer: &AdamW, kind: Kind) -> Result<Vec<(String, Tensor)>> {
         let Some(zero) = &self.zero else {
             return Ok(optimizer.state_tensors());
         };
         let mine: BTreeMap<String, Tensor> = optimizer.state_tensors().into_iter().collect();
-        let total: i64 = self.params.iter().map(|p| p.numel() as i64).sum();
-        let world = self.world_size() as i64;
         let mut out = Vec::new();
         for suffix in ["exp_avg", "exp_avg_sq"] {
-            let shard = Tensor::zeros([zero.shard], (Kind::Float, self.params[0].device()));
-            for &(i, _, at, len) in &zero.pieces {
-                let m = &mine[&format!("{}.{suffix}", self.names[i])];
-                shard.narrow(0, at, len).copy_(&m.to_kind(Kind::Float));
-            }
-            let full = shard.new_zeros([zero.shard * world], (Kind::Float, shard.device()));
-            self.group.all_gather(&full, &shard)?.wait()?;
-            let mut offset = 0;
-            for (name, p) in self.names.iter().zip(&self.params) {
-                let n = p.numel() as i64;
-                let m = full
-                    .narrow(0, offset, n)
-                    .view(p.size().as_slice())
-                    .to_kind(kind);
-                out.push((format!("{name}.{suffix}"), m));
-                offset += n;
-            }
-            debug_assert_eq!(offset, total);
+            tch::no_grad(|| {
+                for &(i, _, at, len) in &zero.plan.pieces {
+                    let m = &mine[&format!("{}.{suffix}", self.names[i])];
+                    zero.shard.narrow(0, at, len).copy_(m);
+                }
+            });
+            let whole: Vec<Tensor> = match self.is_leader() {
+                true => self
+                    .params
+                    .iter()
+                    .map(|p| Tensor::empty(p.size().as_slice(), (kind, Device::Cpu)))
+                    .collect(),
+                false => Vec::new(),
+            };
+            self.gather_rounds(zero, |i, start, values| {
+                if let Some(m) = whole.get(i) {
+                    m.view([-1])
+                        .narrow(0, start, values.numel() as i64)
+                        .copy_(values);
+                }
+            })?;
+            out.extend(
+                self.names
+                    .iter()
+                    .zip(whole)
+                    .map(|(name, m)| (format!("{name}.{suffix}"), m)),
+            );
         }
         if let Some(experts) = &self.experts {
             for name in &experts.names {
@@ -550,14 +607,13 @@ impl DataParallel {
         };
         let expert_squares = self.reduce_expert_gradients(own)?;
         tch::no_grad(|| {
-            let world = self.world_size() as i64;
-            let device = self.params[0].device();
+            let plan = &zero.plan;
             // The summed gradient of this rank's shard, piece by piece.
             let pieces: Vec<Tensor> = match &self.overlap {
                 // Summed by the all-reduce: every rank has the whole sum; its shard is a view of it.
                 Some(overlap) => {
                     overlap.wait()?;
-                    zero.pieces
+                    plan.pieces
                         .iter()
                         .map(|&(i, start, _, len)| {
                             self.params[i].grad().view([-1]).narrow(0, start, len)
@@ -565,27 +621,16 @@ impl DataParallel {
                         .collect()
                 }
                 None => {
-                    let grads: Vec<Tensor> = self
-                        .params
+                    self.reduce_scatter(zero, shared)?;
+                    plan.pieces
                         .iter()
-                        .zip(shared)
-                        .map(|(p, &any)| match any {
-                            true => p.grad().view([-1]),
-                            false => p.zeros_like().view([-1]),
-                        })
-                        .collect();
-                    let flat = padded(grads, zero.shard * world, device);
-                    let shard = flat.new_zeros([zero.shard], (flat.kind(), device));
-                    self.group.reduce_scatter(&shard, &flat)?.wait()?;
-                    zero.pieces
-                        .iter()
-                        .map(|&(_, _, at, len)| shard.narrow(0, at, len))
+                        .map(|&(_, _, at, len)| zero.shard.narrow(0, at, len))
                         .collect()
                 }
             };
             release_grads(&self.params);
             // The optimizer's slots: this rank's pieces of the shared parameters, then its experts.
-            let mut grads: BTreeMap<&str, Tensor> = zero
+            let mut grads: BTreeMap<&str, Tensor> = plan
                 .pieces
                 .iter()
                 .zip(pieces)
@@ -596,6 +641,7 @@ impl DataParallel {
                 .values()
                 .map(|g| g.norm().double_value(&[]).powi(2))
                 .sum();
+            let device = self.params[0].device();
             let squares = Tensor::from_slice(&[squares]).to_device(device);
             self.group.all_reduce(&squares, ReduceOp::Sum)?.wait()?;
             let norm = (squares.double_value(&[0]) + expert_squares).sqrt();
@@ -612,30 +658,83 @@ impl DataParallel {
             if let Some(experts) = &self.experts {
                 release_grads(&experts.params);
             }
-            // This rank's updated shard, in one buffer: the pieces (and the last shard's padding).
-            let updated = zero
-                .pieces
-                .iter()
-                .map(|&(i, start, _, len)| self.params[i].view([-1]).narrow(0, start, len));
-            let (mine, full) = match &self.gather {
-                Some((mine, full)) => (mine.shallow_clone(), full.shallow_clone()),
-                None => (
-                    Tensor::zeros([zero.shard], (Kind::Float, device)),
-                    Tensor::empty([zero.shard * world], (Kind::Float, device)),
-                ),
-            };
-            for (&(.., at, len), piece) in zero.pieces.iter().zip(updated) {
-                mine.narrow(0, at, len).copy_(&piece);
-            }
-            self.group.all_gather(&full, &mine)?.wait()?;
-            let mut offset = 0;
-            for p in &self.params {
-                let n = p.numel() as i64;
-                p.view([-1]).copy_(&full.narrow(0, offset, n));
-                offset += n;
-            }
+            self.all_gather(zero)?;
             Ok(norm)
         })
+    }
+
+    /// Sums every rank's gradients of this rank's shard into `zero.shard`, one reduce-scatter a
+    /// round (gradients of parameters no rank reached, and the last shard's padding, count as
+    /// zeros). A round's buffer is filled while the previous round's collective runs.
+    fn reduce_scatter(&self, zero: &Zero1, reached: &[bool]) -> Result<()> {
+        let plan = &zero.plan;
+        let world = self.world_size() as i64;
+        let mut running: [Option<Work>; 2] = [None, None];
+        for (k, round) in plan.rounds.iter().enumerate() {
+            let len = plan.round_len(k);
+            let mut buffer = zero.rounds[k % 2].narrow(0, 0, world * len);
+            // Its previous round's collective may still read it.
+            running[k % 2].take().map(Work::wait).transpose()?;
+            let covered: i64 = round.iter().map(|&(i, .., n)| n * reached[i] as i64).sum();
+            if covered < world * len {
+                let _ = buffer.zero_();
+            }
+            for &(i, start, at, n) in round.iter().filter(|&&(i, ..)| reached[i]) {
+                let grad = self.params[i].grad().view([-1]).narrow(0, start, n);
+                buffer.narrow(0, at, n).copy_(&grad);
+            }
+            let mine = zero.shard.narrow(0, k as i64 * plan.chunk, len);
+            running[k % 2] = Some(self.group.reduce_scatter(&mine, &buffer)?);
+        }
+        running.into_iter().flatten().try_for_each(Work::wait)
+    }
+
+    /// Hands every rank the whole updated model: this rank's updated pieces go into `zero.shard`,
+    /// which is gathered from every rank into the parameters.
+    fn all_gather(&self, zero: &Zero1) -> Result<()> {
+        for &(i, start, at, len) in &zero.plan.pieces {
+            let piece = self.params[i].view([-1]).narrow(0, start, len);
+            zero.shard.narrow(0, at, len).copy_(&piece);
+        }
+        self.gather_rounds(zero, |i, start, values| {
+            self.params[i]
+                .view([-1])
+                .narrow(0, start, values.numel() as i64)
+                .copy_(values);
+        })
+    }
+
+    /// All-gathers every rank's `zero.shard` in rounds and hands `place` each piece of a
+    /// parameter (its index, the piece's start in it, the gathered values), one round's pieces
+    /// while the next round's collective runs.
+    fn gather_rounds(
+        &self,
+        zero: &Zero1,
+        mut place: impl FnMut(usize, i64, &Tensor),
+    ) -> Result<()> {
+        let plan = &zero.plan;
+        let world = self.world_size() as i64;
+        let mut unpack = |k: usize, work: Work| -> Result<()> {
+            work.wait()?;
+            let buffer = &zero.rounds[k % 2];
+            tch::no_grad(|| {
+                for &(i, start, at, n) in &plan.rounds[k] {
+                    place(i, start, &buffer.narrow(0, at, n));
+                }
+            });
+            Ok(())
+        };
+        let mut previous: Option<(usize, Work)> = None;
+        for k in 0..plan.rounds.len() {
+            let len = plan.round_len(k);
+            let buffer = zero.rounds[k % 2].narrow(0, 0, world * len);
+            let mine = zero.shard.narrow(0, k as i64 * plan.chunk, len);
+            let work = self.group.all_gather(&buffer, &mine)?;
+            if let Some((j, done)) = previous.replace((k, work)) {
+                unpack(j, done)?;
+            }
+        }
+        previous.map_or(Ok(()), |(j, work)| unpack(j, work))
     }
 }
 
@@ -675,10 +774,63 @@ mod tests {
     /// element in exactly one piece.
     #[test]
     fn zero1_cuts_the_flat_parameters_into_equal_shards() {
-        let pieces: Vec<_> = (0..3).map(|r| Zero1::new(&[3, 5, 2], r, 3)).collect();
-        assert!(pieces.iter().all(|z| z.shard == 4));
-        assert_eq!(pieces[0].pieces, vec![(0, 0, 0, 3), (1, 0, 3, 1)]);
-        assert_eq!(pieces[1].pieces, vec![(1, 1, 0, 4)]);
-        assert_eq!(pieces[2].pieces, vec![(2, 0, 0, 2)]);
+        let plans: Vec<_> = (0..3)
+            .map(|r| ShardPlan::new(&[3, 5, 2], r, 3, 1 << 20))
+            .collect();
+        assert!(plans.iter().all(|z| z.shard == 4));
+        assert_eq!(plans[0].pieces, vec![(0, 0, 0, 3), (1, 0, 3, 1)]);
+        assert_eq!(plans[1].pieces, vec![(1, 1, 0, 4)]);
+        assert_eq!(plans[2].pieces, vec![(2, 0, 0, 2)]);
+        // A bucket larger than the model: one round, the whole flat vector in rank order.
+        assert_eq!(plans[0].rounds.len(), 1);
+    }
+
+    /// A bucket of 6 elements over 3 ranks moves 2 of each shard a round: rank r's part of round
+    /// k is its shard's elements 2k..2k+2, placed at r × the round's length.
+    #[test]
+    fn zero1_rounds_take_a_chunk_of_every_shard() {
+        let plan = ShardPlan::new(&[3, 5, 2], 0, 3, 6);
+        assert_eq!(plan.chunk, 2);
+        assert_eq!(
+            plan.rounds,
+            vec![
+                // Flat 0..2 (rank 0), 4..6 (rank 1), 8..10 (rank 2).
+                vec![(0, 0, 0, 2), (1, 1, 2, 2), (2, 0, 4, 2)],
+                // Flat 2..4, 6..8, and rank 2's padding.
+                vec![(0, 2, 0, 1), (1, 0, 1, 1), (1, 3, 2, 2)],
+            ]
+        );
+        assert_eq!((plan.round_len(0), plan.round_len(1)), (2, 2));
+    }
+
+    /// Whatever the sizes, the rounds cover every parameter element exactly once, each round's
+    /// pieces fit its buffer without overlapping, and no buffer exceeds the bucket.
+    #[test]
+    fn zero1_rounds_cover_every_element_once() {
+        let models: [&[i64]; 3] = [&[7], &[1000, 1, 33, 517, 2048], &[5, 5, 5, 5, 5, 5]];
+        for numels in models {
+            for world in 1..=4usize {
+                for bucket in [1, 7, 64, 1000, 1 << 20] {
+                    let plan = ShardPlan::new(numels, 0, world, bucket);
+                    let mut seen: Vec<Vec<u8>> =
+                        numels.iter().map(|&n| vec![0; n as usize]).collect();
+                    for (k, round) in plan.rounds.iter().enumerate() {
+                        let len = plan.round_len(k);
+                        assert!(len >= 1 && (len * world as i64 <= bucket.max(world as i64)));
+                        let mut slots = vec![false; len as usize * world];
+                        for &(i, start, at, n) in round {
+                            for e in 0..n {
+                                seen[i][(start + e) as usize] += 1;
+                                assert!(!std::mem::replace(&mut slots[(at + e) as usize], true));
+                            }
+                        }
+                    }
+                    assert!(
+                        seen.iter().flatten().all(|&c| c == 1),
+                        "{numels:?} over {world} ranks in buckets of {bucket}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::ffi::{c_char, c_int};
 
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 use torch_sys::C_tensor;
 
 use crate::cpp::{check, raw};
@@ -133,8 +133,9 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    /// Optimizes the given named trainable tensors.
-    pub fn new(named: Vec<(String, Tensor)>, cfg: OptimConfig) -> Self {
+    /// Optimizes the given named trainable tensors, with their moments on `moments_on` (None:
+    /// beside each tensor).
+    pub fn new(named: Vec<(String, Tensor)>, cfg: OptimConfig, moments_on: Option<Device>) -> Self {
         let slots = named
             .into_iter()
             .map(|(name, tensor)| Slot {
@@ -144,11 +145,12 @@ impl AdamW {
                 offset: None,
             })
             .collect();
-        Self::with_slots(slots, cfg)
+        Self::with_slots(slots, cfg, moments_on)
     }
 
-    /// Optimizes the given slots (names unique), with zero moments.
-    pub fn with_slots(slots: Vec<Slot>, cfg: OptimConfig) -> Self {
+    /// Optimizes the given slots (names unique), with zero moments on `moments_on` (None: beside
+    /// each slot's tensor).
+    pub fn with_slots(slots: Vec<Slot>, cfg: OptimConfig, moments_on: Option<Device>) -> Self {
         let kind = match cfg.moments {
             Moments::Fp32 => Kind::Float,
             Moments::Bf16 => Kind::BFloat16,
@@ -156,11 +158,13 @@ impl AdamW {
         let params = slots
             .into_iter()
             .map(|slot| {
+                let size = slot.tensor.size();
+                let device = moments_on.unwrap_or(slot.tensor.device());
                 let param = Param {
                     decay: slot.decay,
                     offset: slot.offset,
-                    exp_avg: slot.tensor.zeros_like().to_kind(kind),
-                    exp_avg_sq: slot.tensor.zeros_like().to_kind(kind),
+                    exp_avg: Tensor::zeros(size.as_slice(), (kind, device)),
+                    exp_avg_sq: Tensor::zeros(size.as_slice(), (kind, device)),
                     tensor: slot.tensor,
                 };
                 (slot.name, param)
@@ -371,8 +375,6 @@ impl AdamW {
 
 #[cfg(test)]
 mod tests {
-    use tch::Device;
-
     use super::*;
 
     #[test]
@@ -387,6 +389,7 @@ mod tests {
                 ("b".into(), b.shallow_clone()),
             ],
             OptimConfig::default(),
+            None,
         );
         (w.sum(Kind::Float) * 2.0 + b.sum(Kind::Float) * 3.0).backward();
         opt.step(0.01);
@@ -406,6 +409,7 @@ mod tests {
         let mut opt = AdamW::new(
             vec![("w".into(), w.shallow_clone())],
             OptimConfig::default(),
+            None,
         );
         (&w * 10.0).sum(Kind::Float).backward();
         let norm = opt.step(0.01);
@@ -431,7 +435,7 @@ mod tests {
                 moments,
                 ..OptimConfig::default()
             };
-            let mut opt = AdamW::new(vec![("w".into(), w.shallow_clone())], cfg);
+            let mut opt = AdamW::new(vec![("w".into(), w.shallow_clone())], cfg, None);
             let norms: Vec<f64> = grads
                 .iter()
                 .map(|g| {

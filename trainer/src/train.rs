@@ -203,7 +203,11 @@ impl Trainer {
             .filter(|(_, t)| t.requires_grad())
             .collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
-        let optimizer = AdamW::new(named, cfg.optim.clone());
+        // With ZeRO-1 over several ranks this optimizer only holds the moments (fresh or restored)
+        // until `distribute` shards them: in host memory, so the device never holds the whole
+        // state that ZeRO-1 is there to divide.
+        let staged = (cfg.distributed.zero == 1 && layout.world > 1).then_some(Device::Cpu);
+        let optimizer = AdamW::new(named, cfg.optim.clone(), staged);
         Ok(Self {
             model,
             vs,
