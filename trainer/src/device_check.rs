@@ -186,7 +186,11 @@ pub fn experts_pass(
 
 /// A one-rank process group on this device's backend (NCCL on CUDA, Gloo on CPU): each
 /// collective data parallelism uses on a known tensor, then `steps` training steps of `model`
-/// through the data-parallel plan (bucketed gradient all-reduce, ZeRO-1) over that group.
+/// through the data-parallel plan (bucketed gradient all-reduce, ZeRO-1 in rounds of
+/// `bucket_mb`) over that group, against the same steps of one process without a group. One
+/// rank's collectives change nothing, so the losses must agree: a round whose buffer is read
+/// before its collective has written it (a stream-ordering fault, which only a GPU can show)
+/// scrambles the weights and fails the check.
 pub fn process_group(
     device: Device,
     model: &ModelConfig,
@@ -227,33 +231,50 @@ pub fn process_group(
     eprintln!("process-group: {backend:?} collectives of one rank ok in {collectives_ms:.0} ms");
 
     train.distributed.zero = 1;
-    let mut trainer = Trainer::new(
-        model,
-        train.clone(),
-        device,
-        &Precision::Bf16,
-        true,
-        ExpertLayout::single(),
-    )?;
-    trainer.distribute(group)?;
-    let mut data = Synthetic {
-        vocab_size: model.vocab_size as u32,
-        window: (train.seq_len + 1 + model.mtp_depth) as usize,
-        batch_size: train.micro_batch as usize,
-        seed: train.seed,
-        batches: 0,
-        slice: (0, 1),
+    let new_trainer = || {
+        Trainer::new(
+            model,
+            train.clone(),
+            device,
+            &Precision::Bf16,
+            true,
+            ExpertLayout::single(),
+        )
     };
-    let losses = (0..steps)
-        .map(|_| {
-            let m = trainer.train_step(&mut data)?;
-            eprintln!(
-                "process-group: step {} main loss {:.4}",
-                m.step, m.main_loss
-            );
-            Ok(m.main_loss)
-        })
-        .collect::<Result<Vec<f64>>>()?;
+    let run = |trainer: &mut Trainer, what: &str| {
+        let mut data = Synthetic {
+            vocab_size: model.vocab_size as u32,
+            window: (train.seq_len + 1 + model.mtp_depth) as usize,
+            batch_size: train.micro_batch as usize,
+            seed: train.seed,
+            batches: 0,
+            slice: (0, 1),
+        };
+        (0..steps)
+            .map(|_| {
+                let m = trainer.train_step(&mut data)?;
+                eprintln!(
+                    "process-group: {what} step {} main loss {:.4}",
+                    m.step, m.main_loss
+                );
+                Ok(m.main_loss)
+            })
+            .collect::<Result<Vec<f64>>>()
+    };
+    let alone = run(&mut new_trainer()?, "one process")?;
+    let mut trainer = new_trainer()?;
+    trainer.distribute(group)?;
+    let losses = run(&mut trainer, "ZeRO-1 group")?;
+    let max_rel_diff = alone
+        .iter()
+        .zip(&losses)
+        .map(|(a, b)| (a - b).abs() / a.abs().max(1e-9))
+        .fold(0.0, f64::max);
+    ensure!(
+        max_rel_diff < 1e-2,
+        "{backend:?}: ZeRO-1 training over a one-rank group diverged from one process (losses \
+         {losses:?} vs {alone:?}): the data-parallel step corrupts the weights on this device"
+    );
     Ok(json!({
         "check": "process-group",
         "device": format!("{device:?}"),
@@ -263,6 +284,8 @@ pub fn process_group(
         "train_steps": steps,
         "zero": 1,
         "main_losses": losses,
+        "one_process_losses": alone,
+        "max_rel_diff": max_rel_diff,
     }))
 }
 
@@ -290,7 +313,8 @@ mod tests {
         assert_eq!(ex["idle_expert_grad_max"].as_f64(), Some(0.0));
     }
 
-    /// A one-rank Gloo group on CPU: the collectives keep the tensor, then ZeRO-1 training runs.
+    /// A one-rank Gloo group on CPU: the collectives keep the tensor, then ZeRO-1 training (in
+    /// many rounds: buckets of 64 KiB against tiny's 5 MB) matches one process.
     #[test]
     fn one_rank_process_group_trains() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/train.toml");
@@ -301,10 +325,12 @@ mod tests {
             end: 4,
             ramp: 0.0,
         };
+        train.distributed.bucket_mb = 1.0 / 16.0;
         let pg = process_group(Device::Cpu, &tiny_config(), train, 3).unwrap();
         assert_eq!(pg["backend"], "Gloo");
         let losses = pg["main_losses"].as_array().unwrap();
         assert_eq!(losses.len(), 3);
         assert!(losses.iter().all(|l| l.as_f64().unwrap().is_finite()));
+        assert!(pg["max_rel_diff"].as_f64().unwrap() < 1e-4, "{pg}");
     }
 }
