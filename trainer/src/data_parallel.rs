@@ -44,7 +44,7 @@ use tch::{nn, Device, Kind, Tensor};
 use crate::dist::{Backend, ProcessGroup, ReduceOp, Work};
 use crate::expert_parallel::{gather_experts, split_expert_name, ExpertGroup, ExpertLayout};
 use crate::grad_overlap::{zero_missing_grads, OverlappedReduce};
-use crate::optim::{release_grads, AdamW, OptimConfig, Slot};
+use crate::optim::{release_grads, AdamW, MomentStore, OptimConfig, Slot};
 
 /// How ranks share the work, from the `[distributed]` table of the train config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -395,9 +395,17 @@ impl DataParallel {
                     }),
             );
         }
-        let mut sharded = AdamW::with_slots(slots, cfg.clone(), None);
-        let moments: BTreeMap<String, Tensor> = full.state_tensors().into_iter().collect();
-        sharded.load_state_tensors(&moments, full.steps)?;
+        let mut sharded = AdamW::with_slots(slots, cfg.clone(), MomentStore::Beside);
+        // Deferred moments that nothing restored stay unallocated: the shards start at zero.
+        let moments: BTreeMap<String, Tensor> = full
+            .state_tensors()
+            .into_iter()
+            .filter(|(_, m)| m.defined())
+            .collect();
+        match moments.is_empty() {
+            true => sharded.steps = full.steps,
+            false => sharded.load_state_tensors(&moments, full.steps)?,
+        }
         Ok(Some(sharded))
     }
 

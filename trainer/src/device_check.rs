@@ -261,8 +261,11 @@ pub fn process_group(
             })
             .collect::<Result<Vec<f64>>>()
     };
-    let alone = run(&mut new_trainer()?, "one process")?;
+    let mut reference = new_trainer()?;
     let mut trainer = new_trainer()?;
+    trainer.copy_weights_from(&reference)?;
+    let alone = run(&mut reference, "one process")?;
+    drop(reference);
     trainer.distribute(group)?;
     let losses = run(&mut trainer, "ZeRO-1 group")?;
     let max_rel_diff = alone

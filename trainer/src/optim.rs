@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::ffi::{c_char, c_int};
 
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 use torch_sys::C_tensor;
 
 use crate::cpp::{check, raw};
@@ -105,6 +105,14 @@ fn ptrs<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> Vec<*mut C_tensor>
     tensors.into_iter().map(raw).collect()
 }
 
+/// The dtype `cfg` keeps moments in.
+fn moment_kind(cfg: &OptimConfig) -> Kind {
+    match cfg.moments {
+        Moments::Fp32 => Kind::Float,
+        Moments::Bf16 => Kind::BFloat16,
+    }
+}
+
 struct Param {
     tensor: Tensor,
     /// Matrices decay; norms, biases and other 1-D tensors do not.
@@ -125,6 +133,17 @@ pub struct Slot {
     pub offset: Option<i64>,
 }
 
+/// Where an optimizer keeps its moments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MomentStore {
+    /// Zeros beside each slot's tensor, ready to step.
+    Beside,
+    /// None allocated: the optimizer only carries restored moments (as read, in host memory) to
+    /// the ZeRO-1 shards `DataParallel::shard_optimizer` makes from it, so no device, and no
+    /// host heap, ever holds the whole state that ZeRO-1 divides. It cannot step.
+    Deferred,
+}
+
 pub struct AdamW {
     cfg: OptimConfig,
     params: BTreeMap<String, Param>,
@@ -133,9 +152,8 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    /// Optimizes the given named trainable tensors, with their moments on `moments_on` (None:
-    /// beside each tensor).
-    pub fn new(named: Vec<(String, Tensor)>, cfg: OptimConfig, moments_on: Option<Device>) -> Self {
+    /// Optimizes the given named trainable tensors, with moments as `store` says.
+    pub fn new(named: Vec<(String, Tensor)>, cfg: OptimConfig, store: MomentStore) -> Self {
         let slots = named
             .into_iter()
             .map(|(name, tensor)| Slot {
@@ -145,26 +163,26 @@ impl AdamW {
                 offset: None,
             })
             .collect();
-        Self::with_slots(slots, cfg, moments_on)
+        Self::with_slots(slots, cfg, store)
     }
 
-    /// Optimizes the given slots (names unique), with zero moments on `moments_on` (None: beside
-    /// each slot's tensor).
-    pub fn with_slots(slots: Vec<Slot>, cfg: OptimConfig, moments_on: Option<Device>) -> Self {
-        let kind = match cfg.moments {
-            Moments::Fp32 => Kind::Float,
-            Moments::Bf16 => Kind::BFloat16,
-        };
+    /// Optimizes the given slots (names unique), with moments as `store` says.
+    pub fn with_slots(slots: Vec<Slot>, cfg: OptimConfig, store: MomentStore) -> Self {
+        let kind = moment_kind(&cfg);
         let params = slots
             .into_iter()
             .map(|slot| {
-                let size = slot.tensor.size();
-                let device = moments_on.unwrap_or(slot.tensor.device());
+                let zeros = || match store {
+                    MomentStore::Beside => {
+                        Tensor::zeros(slot.tensor.size().as_slice(), (kind, slot.tensor.device()))
+                    }
+                    MomentStore::Deferred => Tensor::new(),
+                };
                 let param = Param {
                     decay: slot.decay,
                     offset: slot.offset,
-                    exp_avg: Tensor::zeros(size.as_slice(), (kind, device)),
-                    exp_avg_sq: Tensor::zeros(size.as_slice(), (kind, device)),
+                    exp_avg: zeros(),
+                    exp_avg_sq: zeros(),
                     tensor: slot.tensor,
                 };
                 (slot.name, param)
@@ -218,6 +236,10 @@ impl AdamW {
     /// slot as it is) whose global L2 norm, over all ranks' slots, is `norm`: gradients are
     /// scaled to norm at most `clip` first. `.grad`s are neither read nor released.
     pub fn update(&mut self, lr: f64, grads: &[Tensor], norm: f64) {
+        assert!(
+            self.params.values().all(|p| p.exp_avg.defined()),
+            "an optimizer with deferred moments cannot step: shard it first"
+        );
         self.steps += 1;
         let live: Vec<(&Param, Tensor)> = self
             .params
@@ -342,12 +364,14 @@ impl AdamW {
     }
 
     /// Restores moments saved by `state_tensors` (whole parameters' moments: a piece takes its
-    /// elements of them); every parameter must be present.
+    /// elements of them; deferred moments take them as they are); every parameter must be
+    /// present.
     pub fn load_state_tensors(
         &mut self,
         saved: &BTreeMap<String, Tensor>,
         steps: u64,
     ) -> anyhow::Result<()> {
+        let kind = moment_kind(&self.cfg);
         tch::no_grad(|| -> anyhow::Result<()> {
             for (name, p) in self.params.iter_mut() {
                 for (suffix, dst) in [
@@ -362,6 +386,7 @@ impl AdamW {
                         Some(offset) => {
                             dst.f_copy_(&src.view([-1]).narrow(0, offset, dst.numel() as i64))?
                         }
+                        None if !dst.defined() => *dst = src.to_kind(kind),
                         None => dst.f_copy_(src)?,
                     };
                 }
@@ -375,6 +400,8 @@ impl AdamW {
 
 #[cfg(test)]
 mod tests {
+    use tch::Device;
+
     use super::*;
 
     #[test]
@@ -389,7 +416,7 @@ mod tests {
                 ("b".into(), b.shallow_clone()),
             ],
             OptimConfig::default(),
-            None,
+            MomentStore::Beside,
         );
         (w.sum(Kind::Float) * 2.0 + b.sum(Kind::Float) * 3.0).backward();
         opt.step(0.01);
@@ -409,7 +436,7 @@ mod tests {
         let mut opt = AdamW::new(
             vec![("w".into(), w.shallow_clone())],
             OptimConfig::default(),
-            None,
+            MomentStore::Beside,
         );
         (&w * 10.0).sum(Kind::Float).backward();
         let norm = opt.step(0.01);
@@ -418,6 +445,49 @@ mod tests {
         let m = &opt.state_tensors()[0].1;
         let m_norm = m.norm().double_value(&[]);
         assert!((m_norm - 0.1).abs() < 1e-6, "|m| = {m_norm}");
+    }
+
+    /// Deferred moments allocate nothing, take restored moments as they are (in their dtype), and
+    /// refuse to step until they hold some.
+    #[test]
+    fn deferred_moments_carry_restored_state_only() {
+        let w = Tensor::zeros([2, 3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let named = || vec![("w".to_string(), w.shallow_clone())];
+        let cfg = OptimConfig {
+            moments: Moments::Bf16,
+            ..OptimConfig::default()
+        };
+        let fresh = AdamW::new(named(), cfg.clone(), MomentStore::Deferred);
+        assert!(fresh.state_tensors().iter().all(|(_, m)| !m.defined()));
+        let saved: BTreeMap<String, Tensor> = [
+            (
+                "w.exp_avg",
+                Tensor::full([2, 3], 0.5, (Kind::Float, Device::Cpu)),
+            ),
+            (
+                "w.exp_avg_sq",
+                Tensor::full([2, 3], 0.25, (Kind::Float, Device::Cpu)),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, t)| (k.to_string(), t))
+        .collect();
+        let mut restored = AdamW::new(named(), cfg, MomentStore::Deferred);
+        restored.load_state_tensors(&saved, 7).unwrap();
+        assert_eq!(restored.steps, 7);
+        for (name, m) in restored.state_tensors() {
+            assert_eq!(m.kind(), Kind::BFloat16, "{name}");
+            assert_eq!(m.to_kind(Kind::Float), saved[&name], "{name}");
+        }
+        let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut fresh = fresh;
+            fresh.update(
+                0.01,
+                &[Tensor::ones([2, 3], (Kind::Float, Device::Cpu))],
+                1.0,
+            )
+        }));
+        assert!(stepped.is_err(), "a deferred optimizer stepped");
     }
 
     /// Random parameters and gradients, several steps with and without clipping: BF16 moments
@@ -435,7 +505,11 @@ mod tests {
                 moments,
                 ..OptimConfig::default()
             };
-            let mut opt = AdamW::new(vec![("w".into(), w.shallow_clone())], cfg, None);
+            let mut opt = AdamW::new(
+                vec![("w".into(), w.shallow_clone())],
+                cfg,
+                MomentStore::Beside,
+            );
             let norms: Vec<f64> = grads
                 .iter()
                 .map(|g| {

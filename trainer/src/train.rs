@@ -22,7 +22,7 @@ use crate::init_from::{OptimizerStart, Origin};
 use crate::linear::Precision;
 use crate::model::{LossWeights, Model};
 use crate::moe::update_bias;
-use crate::optim::{release_grads, AdamW, Moments, OptimConfig};
+use crate::optim::{release_grads, AdamW, MomentStore, Moments, OptimConfig};
 use crate::schedule::{BatchRamp, LrSchedule, Switch};
 
 /// A training run's recipe, read from `configs/train.toml`.
@@ -203,11 +203,13 @@ impl Trainer {
             .filter(|(_, t)| t.requires_grad())
             .collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
-        // With ZeRO-1 over several ranks this optimizer only holds the moments (fresh or restored)
-        // until `distribute` shards them: in host memory, so the device never holds the whole
-        // state that ZeRO-1 is there to divide.
-        let staged = (cfg.distributed.zero == 1 && layout.world > 1).then_some(Device::Cpu);
-        let optimizer = AdamW::new(named, cfg.optim.clone(), staged);
+        // With ZeRO-1 over several ranks this optimizer only carries restored moments until
+        // `distribute` shards them.
+        let store = match cfg.distributed.zero == 1 && layout.world > 1 {
+            true => MomentStore::Deferred,
+            false => MomentStore::Beside,
+        };
+        let optimizer = AdamW::new(named, cfg.optim.clone(), store);
         Ok(Self {
             model,
             vs,
@@ -248,6 +250,12 @@ impl Trainer {
         }
         self.parallel = Some(dp);
         Ok(())
+    }
+
+    /// Makes this trainer's weights (and balancing biases) `other`'s: two trainers then start
+    /// from the same model whatever else drew from the global random generator in between.
+    pub fn copy_weights_from(&mut self, other: &Trainer) -> Result<()> {
+        Ok(self.vs.copy(&other.vs)?)
     }
 
     /// Ranks training together (1 without a group).
