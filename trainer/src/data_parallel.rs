@@ -151,6 +151,8 @@ fn pieces_in(numels: &[i64], lo: i64, hi: i64, base: i64) -> Vec<Piece> {
 /// `allgather_bucket_size` bound them) instead of a flat copy of the whole model, which a large
 /// model has no room for beside its weights and gradients.
 struct ShardPlan {
+    /// Ranks sharing the flat vector.
+    world: i64,
     /// Elements of each rank's shard.
     shard: i64,
     /// The pieces of parameters inside this rank's shard, placed in the shard.
@@ -184,6 +186,7 @@ impl ShardPlan {
             })
             .collect();
         Self {
+            world,
             shard,
             pieces,
             chunk,
@@ -206,6 +209,18 @@ struct Zero1 {
     /// Two round buffers (every rank's part of a round): one is filled or emptied while the
     /// other's collective runs.
     rounds: [Tensor; 2],
+}
+
+impl Zero1 {
+    /// Round `k`'s two sides: its buffer (every rank's part, in rank order) and this rank's part
+    /// of `shard`.
+    fn round(&self, k: usize) -> (Tensor, Tensor) {
+        let len = self.plan.round_len(k);
+        (
+            self.rounds[k % 2].narrow(0, 0, self.plan.world * len),
+            self.shard.narrow(0, k as i64 * self.plan.chunk, len),
+        )
+    }
 }
 
 impl DataParallel {
@@ -299,7 +314,7 @@ impl DataParallel {
             let bucket = (bucket_bytes / Kind::Float.elt_size_in_bytes()) as i64;
             let plan = ShardPlan::new(&numels, group.rank, group.world_size, bucket);
             let zeros = |n| Tensor::zeros([n], (Kind::Float, device));
-            let round = plan.chunk * group.world_size as i64;
+            let round = plan.chunk * plan.world;
             Zero1 {
                 shard: zeros(plan.shard),
                 rounds: [zeros(round), zeros(round)],
@@ -402,10 +417,10 @@ impl DataParallel {
             .into_iter()
             .filter(|(_, m)| m.defined())
             .collect();
-        match moments.is_empty() {
-            true => sharded.steps = full.steps,
-            false => sharded.load_state_tensors(&moments, full.steps)?,
+        if !moments.is_empty() {
+            sharded.load_state_tensors(&moments, full.steps)?;
         }
+        sharded.steps = full.steps;
         Ok(Some(sharded))
     }
 
@@ -675,23 +690,19 @@ impl DataParallel {
     /// round (gradients of parameters no rank reached, and the last shard's padding, count as
     /// zeros). A round's buffer is filled while the previous round's collective runs.
     fn reduce_scatter(&self, zero: &Zero1, reached: &[bool]) -> Result<()> {
-        let plan = &zero.plan;
-        let world = self.world_size() as i64;
         let mut running: [Option<Work>; 2] = [None, None];
-        for (k, round) in plan.rounds.iter().enumerate() {
-            let len = plan.round_len(k);
-            let mut buffer = zero.rounds[k % 2].narrow(0, 0, world * len);
+        for (k, round) in zero.plan.rounds.iter().enumerate() {
+            let (mut buffer, mine) = zero.round(k);
             // Its previous round's collective may still read it.
             running[k % 2].take().map(Work::wait).transpose()?;
             let covered: i64 = round.iter().map(|&(i, .., n)| n * reached[i] as i64).sum();
-            if covered < world * len {
+            if covered < buffer.numel() as i64 {
                 let _ = buffer.zero_();
             }
             for &(i, start, at, n) in round.iter().filter(|&&(i, ..)| reached[i]) {
                 let grad = self.params[i].grad().view([-1]).narrow(0, start, n);
                 buffer.narrow(0, at, n).copy_(&grad);
             }
-            let mine = zero.shard.narrow(0, k as i64 * plan.chunk, len);
             running[k % 2] = Some(self.group.reduce_scatter(&mine, &buffer)?);
         }
         running.into_iter().flatten().try_for_each(Work::wait)
@@ -720,23 +731,19 @@ impl DataParallel {
         zero: &Zero1,
         mut place: impl FnMut(usize, i64, &Tensor),
     ) -> Result<()> {
-        let plan = &zero.plan;
-        let world = self.world_size() as i64;
         let mut unpack = |k: usize, work: Work| -> Result<()> {
             work.wait()?;
             let buffer = &zero.rounds[k % 2];
             tch::no_grad(|| {
-                for &(i, start, at, n) in &plan.rounds[k] {
+                for &(i, start, at, n) in &zero.plan.rounds[k] {
                     place(i, start, &buffer.narrow(0, at, n));
                 }
             });
             Ok(())
         };
         let mut previous: Option<(usize, Work)> = None;
-        for k in 0..plan.rounds.len() {
-            let len = plan.round_len(k);
-            let buffer = zero.rounds[k % 2].narrow(0, 0, world * len);
-            let mine = zero.shard.narrow(0, k as i64 * plan.chunk, len);
+        for k in 0..zero.plan.rounds.len() {
+            let (buffer, mine) = zero.round(k);
             let work = self.group.all_gather(&buffer, &mine)?;
             if let Some((j, done)) = previous.replace((k, work)) {
                 unpack(j, done)?;
