@@ -78,8 +78,9 @@ typedef void (*whale_grad_ready_fn)(void* ctx, int64_t index);
 }
 
 // Calls `ready(ctx, index)` after a parameter's gradient accumulator has added this backward's
-// gradient to `.grad` (what DDP's Reducer hooks too): the moment that parameter's bucket may start
-// its all-reduce while the backward goes on.
+// gradient to `.grad` (what DDP's Reducer hooks too): the moment to move that gradient into its
+// bucket and, in the last backward of a step, for the bucket to start its all-reduce while the
+// backward goes on.
 struct GradReady : torch::autograd::FunctionPostHook {
   GradReady(whale_grad_ready_fn ready, void* ctx, int64_t index)
       : ready_(ready), ctx_(ctx), index_(index) {}
@@ -125,6 +126,18 @@ void whale_dist_unwatch_grads(void* watch) {
   for (size_t i = 0; i < w->accumulators.size(); ++i) {
     w->accumulators[i]->del_post_hook(w->keys[i]);
   }
+}
+
+// Sets the `.grad` of leaf tensor `t` to `grad`, which must match it in dtype, device and shape (as
+// assigning `.grad` in Python checks).
+int whale_dist_set_grad(at::Tensor* t, at::Tensor* grad, char* err, int64_t err_len) {
+  return guarded(err, err_len, [&] {
+    TORCH_CHECK(grad->dtype() == t->dtype() && grad->device() == t->device() &&
+                    grad->sizes() == t->sizes(),
+                "a gradient of ", grad->dtype(), " ", grad->sizes(), " on ", grad->device(),
+                " for a tensor of ", t->dtype(), " ", t->sizes(), " on ", t->device());
+    t->mutable_grad() = *grad;
+  });
 }
 
 

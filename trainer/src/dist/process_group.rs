@@ -444,31 +444,32 @@ impl ProcessGroup {
     }
 }
 
+/// Runs `body(group)` on `world` Gloo ranks, one thread each, over loopback (for tests).
+#[cfg(test)]
+pub(crate) fn on_ranks<T: Send>(world: usize, body: impl Fn(ProcessGroup) -> T + Sync) -> Vec<T> {
+    let port = crate::dist::placement::free_port().unwrap();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..world)
+            .map(|rank| {
+                let body = &body;
+                s.spawn(move || {
+                    let place = Placement::local(rank, world, port);
+                    let pg =
+                        ProcessGroup::join(&place, Backend::Gloo, Duration::from_secs(20)).unwrap();
+                    body(pg)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use tch::{Device, Kind};
 
     use super::*;
     use crate::dist::placement::free_port;
-
-    /// Runs `body(group)` on `world` ranks, one thread each, over loopback.
-    fn on_ranks<T: Send>(world: usize, body: impl Fn(ProcessGroup) -> T + Sync) -> Vec<T> {
-        let port = free_port().unwrap();
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..world)
-                .map(|rank| {
-                    let body = &body;
-                    s.spawn(move || {
-                        let place = Placement::local(rank, world, port);
-                        let pg = ProcessGroup::join(&place, Backend::Gloo, Duration::from_secs(20))
-                            .unwrap();
-                        body(pg)
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        })
-    }
 
     fn values(t: &Tensor) -> Vec<f32> {
         Vec::<f32>::try_from(&t.view([-1])).unwrap()
