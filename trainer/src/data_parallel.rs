@@ -19,20 +19,20 @@
 //!
 //! With ZeRO-1 (`[distributed] zero = 1`, as DeepSeek-V2 trained) the optimizer state is sharded
 //! instead (that of routed experts is already divided by expert parallelism and stays whole on
-//! their holders): the shared parameters, flattened in name order and padded to a multiple of the world size,
-//! are cut into one contiguous shard per rank. Step 2 becomes a reduce-scatter (each rank receives
-//! the summed gradient of its shard), each rank updates its shard with its share of the moments,
-//! and an all-gather hands every rank the whole updated model. Both run in rounds of `bucket_mb`
-//! (see `ShardPlan`), so their buffers stay small beside the model. Checkpoints gather the moments
-//! back into whole parameters, round by round into the leader's host memory, so any world size,
-//! with or without ZeRO, resumes them.
+//! their holders): every gradient bucket of the shared parameters is padded to a multiple of the
+//! world size and cut into one equal part per rank, a rank's shard being its parts (see
+//! `ShardPlan`). Step 2 becomes a reduce-scatter of each bucket, started during the backward as
+//! the all-reduce is (each rank receives the summed gradient of its parts), each rank updates its
+//! shard with its share of the moments, and an all-gather hands every rank the whole updated
+//! model, in rounds of at most `bucket_mb`, so its buffers stay small beside the model. Checkpoints
+//! gather the moments back into whole parameters, round by round into the leader's host memory,
+//! so any world size, with or without ZeRO, resumes them.
 //!
 //! Gloo (CPU ranks) has no reduce-scatter of its own: torch's ProcessGroupGloo runs one as an
-//! all-reduce of a copy of the whole input and keeps its chunk, and it could only start after the
-//! backward. On Gloo, ZeRO-1 therefore sums the gradients by default with the same overlapped,
-//! bucketed all-reduce as ZeRO-0 (the same bytes, sent while the backward runs, no flat copy) and
-//! each rank reads its shard from the summed gradients; the optimizer state is sharded all the
-//! same (`[distributed] reduce_scatter` chooses either way on any backend).
+//! all-reduce of a copy of its input and keeps its part. On Gloo, ZeRO-1 therefore sums the
+//! gradients by default with the all-reduce itself (the same bytes, without the copy) and each rank
+//! reads its shard from the summed gradients; the optimizer state is sharded all the same
+//! (`[distributed] reduce_scatter` chooses either way on any backend).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,7 +43,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::dist::{Backend, ProcessGroup, ReduceOp, Work};
 use crate::expert_parallel::{gather_experts, split_expert_name, ExpertGroup, ExpertLayout};
-use crate::grad_overlap::{zero_missing_grads, OverlappedReduce};
+use crate::grad_overlap::{plan_buckets, zero_missing_grads, OverlappedReduce, Reduction};
 use crate::optim::{release_grads, AdamW, MomentStore, OptimConfig, Slot};
 
 /// How ranks share the work, from the `[distributed]` table of the train config.
@@ -108,9 +108,9 @@ pub struct DataParallel {
     zero: Option<Zero1>,
     /// With expert parallelism: this rank's routed experts and their groups.
     experts: Option<Experts>,
-    /// The bucketed all-reduce of `params`' gradients that overlaps the backward: without ZeRO-1,
-    /// and with it unless it reduce-scatters (see the module's notes).
-    overlap: Option<OverlappedReduce>,
+    /// The bucketed sums of `params`' gradients that overlap the backward: all-reduces, or with
+    /// ZeRO-1 reduce-scatters into the shard (see the module's notes).
+    overlap: OverlappedReduce,
 }
 
 /// The routed experts of one rank of an expert-parallel job.
@@ -144,59 +144,83 @@ fn pieces_in(numels: &[i64], lo: i64, hi: i64, base: i64) -> Vec<Piece> {
     pieces
 }
 
-/// The ZeRO-1 layout and how its collectives walk it. The flat parameter vector is cut into one
-/// contiguous shard per rank; the reduce-scatter of the gradients and the all-gather of the
-/// parameters move it in rounds, each carrying `chunk` elements of every rank's shard, so their
-/// buffers stay at a bucket's size (as DeepSpeed's `reduce_bucket_size` and
-/// `allgather_bucket_size` bound them) instead of a flat copy of the whole model, which a large
-/// model has no room for beside its weights and gradients.
+/// The ZeRO-1 layout and how its collectives walk it: the gradient buckets (whole parameters in
+/// backward order, as the overlapped reduction sums them) are each padded to a multiple of the world
+/// size and cut into one equal part per rank, as DeepSpeed's and Megatron's distributed optimizers
+/// do, so a bucket's reduce-scatter can start during the backward as soon as its gradients are
+/// complete. A rank's shard is its parts of every bucket, end to end. The all-gather of the updated
+/// parameters moves it in rounds of at most a bucket over all ranks (a bucket holding one large
+/// parameter takes several), so its buffers stay at a bucket's size instead of a flat copy of the
+/// whole model, which a large model has no room for beside its weights and gradients.
 struct ShardPlan {
-    /// Ranks sharing the flat vector.
+    /// Ranks sharing the parameters.
     world: i64,
     /// Elements of each rank's shard.
     shard: i64,
-    /// The pieces of parameters inside this rank's shard, placed in the shard.
+    /// This rank's part of each bucket: (start in the shard, elements).
+    parts: Vec<(i64, i64)>,
+    /// The pieces of parameters inside this rank's shard, placed in the shard (one per parameter at
+    /// most: a part is a contiguous range of its bucket).
     pieces: Vec<Piece>,
-    /// Elements of each rank's shard one round moves (the last round may move fewer).
-    chunk: i64,
-    /// For each round, the pieces of parameters in every rank's part of it, placed in the round's
-    /// buffer (rank r's part at r × the round's length).
-    rounds: Vec<Vec<Piece>>,
+    /// The all-gather's rounds.
+    rounds: Vec<Round>,
+}
+
+/// One round of the all-gather: `len` elements of every rank's shard, from `at` on.
+#[derive(Debug, PartialEq)]
+struct Round {
+    at: i64,
+    len: i64,
+    /// The pieces of parameters in every rank's part of the round, placed in the round's buffer
+    /// (rank r's part at r × `len`).
+    pieces: Vec<Piece>,
 }
 
 impl ShardPlan {
-    /// Cuts `numels` (in order) into `world` equal contiguous shards, keeps `rank`'s pieces and
-    /// plans rounds of at most `bucket` elements over all ranks (at least one per rank).
-    fn new(numels: &[i64], rank: usize, world: usize, bucket: i64) -> Self {
-        let total: i64 = numels.iter().sum();
-        let world = world as i64;
-        let shard = (total + world - 1) / world;
-        let pieces = pieces_in(numels, rank as i64 * shard, (rank as i64 + 1) * shard, 0);
-        let chunk = (bucket / world).clamp(1, shard.max(1));
-        let rounds = (0..shard)
-            .step_by(chunk as usize)
-            .map(|from| {
-                let len = chunk.min(shard - from);
-                (0..world)
-                    .flat_map(|r| {
-                        let lo = r * shard + from;
-                        pieces_in(numels, lo, lo + len, r * len)
-                    })
-                    .collect()
-            })
-            .collect();
-        Self {
+    /// Cuts each of `buckets` (indices into `numels`) into `world` equal parts, keeps `rank`'s
+    /// pieces and plans all-gather rounds of at most `bucket` elements over all ranks (a bucket
+    /// that holds at most `bucket` elements takes one round).
+    fn new(buckets: &[Vec<usize>], numels: &[i64], rank: usize, world: usize, bucket: i64) -> Self {
+        let (rank, world) = (rank as i64, world as i64);
+        let chunk = ((bucket + world - 1) / world).max(1);
+        let mut plan = Self {
             world,
-            shard,
-            pieces,
-            chunk,
-            rounds,
+            shard: 0,
+            parts: Vec::new(),
+            pieces: Vec::new(),
+            rounds: Vec::new(),
+        };
+        for params in buckets {
+            let sizes: Vec<i64> = params.iter().map(|&i| numels[i]).collect();
+            let global = |pieces: Vec<Piece>| -> Vec<Piece> {
+                pieces
+                    .into_iter()
+                    .map(|(k, start, at, n)| (params[k], start, at, n))
+                    .collect()
+            };
+            let len = (sizes.iter().sum::<i64>() + world - 1) / world;
+            let base = plan.shard;
+            plan.pieces.extend(global(pieces_in(
+                &sizes,
+                rank * len,
+                (rank + 1) * len,
+                base,
+            )));
+            for from in (0..len).step_by(chunk as usize) {
+                let n = chunk.min(len - from);
+                let pieces = (0..world)
+                    .flat_map(|r| pieces_in(&sizes, r * len + from, r * len + from + n, r * n))
+                    .collect();
+                plan.rounds.push(Round {
+                    at: base + from,
+                    len: n,
+                    pieces: global(pieces),
+                });
+            }
+            plan.parts.push((base, len));
+            plan.shard += len;
         }
-    }
-
-    /// Elements of each rank's shard that round `k` moves.
-    fn round_len(&self, k: usize) -> i64 {
-        self.chunk.min(self.shard - k as i64 * self.chunk)
+        plan
     }
 }
 
@@ -206,6 +230,9 @@ struct Zero1 {
     /// This rank's shard: the reduce-scatter's summed gradients, then the updated parameters the
     /// all-gather sends.
     shard: Tensor,
+    /// Whether the gradients are reduce-scattered into `shard` (otherwise all-reduced, and this
+    /// rank's pieces read from the summed gradients).
+    scattered: bool,
     /// Two round buffers (every rank's part of a round): one is filled or emptied while the
     /// other's collective runs.
     rounds: [Tensor; 2],
@@ -215,10 +242,10 @@ impl Zero1 {
     /// Round `k`'s two sides: its buffer (every rank's part, in rank order) and this rank's part
     /// of `shard`.
     fn round(&self, k: usize) -> (Tensor, Tensor) {
-        let len = self.plan.round_len(k);
+        let Round { at, len, .. } = self.plan.rounds[k];
         (
             self.rounds[k % 2].narrow(0, 0, self.plan.world * len),
-            self.shard.narrow(0, k as i64 * self.plan.chunk, len),
+            self.shard.narrow(0, at, len),
         )
     }
 }
@@ -274,8 +301,8 @@ impl DataParallel {
             let overlap = replicas
                 .as_ref()
                 .map(|r| {
-                    let order = backward_order(vs, &params);
-                    OverlappedReduce::new(r.clone(), &params, &order, bucket_bytes)
+                    let buckets = plan_buckets(&params, &backward_order(vs, &params), bucket_bytes);
+                    OverlappedReduce::new(r.clone(), &params, buckets, Reduction::AllReduce)
                 })
                 .transpose()?;
             Some(Experts {
@@ -308,38 +335,40 @@ impl DataParallel {
                 "ZeRO-1 shards FP32 master weights; this model has parameters of another dtype"
             );
         }
+        ensure!(
+            cfg.zero == 1 || cfg.reduce_scatter.is_none(),
+            "[distributed] reduce_scatter chooses how ZeRO-1 sums gradients: set zero = 1 or \
+             remove it"
+        );
         let device = params[0].device();
+        let buckets = plan_buckets(&params, &backward_order(vs, &params), bucket_bytes);
         let zero = (cfg.zero == 1).then(|| {
             let numels: Vec<i64> = params.iter().map(|p| p.numel() as i64).collect();
             let bucket = (bucket_bytes / Kind::Float.elt_size_in_bytes()) as i64;
-            let plan = ShardPlan::new(&numels, group.rank, group.world_size, bucket);
+            let plan = ShardPlan::new(&buckets, &numels, group.rank, group.world_size, bucket);
             let zeros = |n| Tensor::zeros([n], (Kind::Float, device));
-            let round = plan.chunk * plan.world;
+            let round = plan.rounds.iter().map(|r| r.len).max().unwrap_or(0) * plan.world;
             Zero1 {
                 shard: zeros(plan.shard),
+                scattered: cfg
+                    .reduce_scatter
+                    .unwrap_or(group.backend() == Backend::Nccl),
                 rounds: [zeros(round), zeros(round)],
                 plan,
             }
         });
-        ensure!(
-            zero.is_some() || cfg.reduce_scatter.is_none(),
-            "[distributed] reduce_scatter chooses how ZeRO-1 sums gradients: set zero = 1 or \
-             remove it"
-        );
-        let reduce_scatter = cfg
-            .reduce_scatter
-            .unwrap_or(group.backend() == Backend::Nccl);
+        let reduction = match &zero {
+            Some(z) if z.scattered => Reduction::ReduceScatter(
+                z.plan
+                    .parts
+                    .iter()
+                    .map(|&(at, len)| z.shard.narrow(0, at, len))
+                    .collect(),
+            ),
+            _ => Reduction::AllReduce,
+        };
         let group = Arc::new(group);
-        let overlap = (zero.is_none() || !reduce_scatter)
-            .then(|| {
-                OverlappedReduce::new(
-                    group.clone(),
-                    &params,
-                    &backward_order(vs, &params),
-                    bucket_bytes,
-                )
-            })
-            .transpose()?;
+        let overlap = OverlappedReduce::new(group.clone(), &params, buckets, reduction)?;
         Ok(Self {
             group,
             params,
@@ -514,8 +543,7 @@ impl DataParallel {
     /// all-reduce while it runs.
     pub fn before_last_backward(&self) -> Result<()> {
         let experts = self.experts.as_ref().and_then(|e| e.overlap.as_ref());
-        self.overlap
-            .iter()
+        std::iter::once(&self.overlap)
             .chain(experts)
             .try_for_each(OverlappedReduce::arm)
     }
@@ -528,7 +556,7 @@ impl DataParallel {
             Some(overlap) => overlap.finish_backward(),
             None => Ok(params.iter().map(|p| p.grad().defined()).collect()),
         };
-        let mut local = reached(self.overlap.as_ref(), &self.params)?;
+        let mut local = reached(Some(&self.overlap), &self.params)?;
         if let Some(experts) = &self.experts {
             local.extend(reached(experts.overlap.as_ref(), &experts.params)?);
         }
@@ -536,8 +564,8 @@ impl DataParallel {
     }
 
     /// Gradient buckets whose all-reduce started during this step's backward.
-    pub fn overlapped_buckets(&self) -> Option<u64> {
-        self.overlap.as_ref().map(|o| o.overlapped() as u64)
+    pub fn overlapped_buckets(&self) -> u64 {
+        self.overlap.overlapped() as u64
     }
 
     /// Combines the step's statistics over ranks and readies the gradients for `step`: returns
@@ -607,11 +635,8 @@ impl DataParallel {
     /// gradient norm before clipping.
     pub fn step(&self, optimizer: &mut AdamW, lr: f64, anywhere: &[bool]) -> Result<f64> {
         let (shared, own) = anywhere.split_at(self.params.len());
+        self.overlap.wait()?;
         let Some(zero) = &self.zero else {
-            self.overlap
-                .as_ref()
-                .expect("without ZeRO-1 the gradients go through the overlapped all-reduce")
-                .wait()?;
             release_unreached(&self.params, shared);
             if self.experts.is_none() {
                 return Ok(optimizer.step(lr));
@@ -631,26 +656,16 @@ impl DataParallel {
         let expert_squares = self.reduce_expert_gradients(own)?;
         tch::no_grad(|| {
             let plan = &zero.plan;
-            // The summed gradient of this rank's shard, piece by piece.
-            let pieces: Vec<Tensor> = match &self.overlap {
-                // Summed by the all-reduce: every rank has the whole sum; its shard is a view of it.
-                Some(overlap) => {
-                    overlap.wait()?;
-                    plan.pieces
-                        .iter()
-                        .map(|&(i, start, _, len)| {
-                            self.params[i].grad().view([-1]).narrow(0, start, len)
-                        })
-                        .collect()
-                }
-                None => {
-                    self.reduce_scatter(zero, shared)?;
-                    plan.pieces
-                        .iter()
-                        .map(|&(_, _, at, len)| zero.shard.narrow(0, at, len))
-                        .collect()
-                }
-            };
+            // The summed gradient of this rank's shard, piece by piece: reduce-scattered into the
+            // shard, or a view of the whole sums the all-reduce gave every rank.
+            let pieces: Vec<Tensor> = plan
+                .pieces
+                .iter()
+                .map(|&(i, start, at, len)| match zero.scattered {
+                    true => zero.shard.narrow(0, at, len),
+                    false => self.params[i].grad().view([-1]).narrow(0, start, len),
+                })
+                .collect();
             release_grads(&self.params);
             // The optimizer's slots: this rank's pieces of the shared parameters, then its experts.
             let mut grads: BTreeMap<&str, Tensor> = plan
@@ -686,28 +701,6 @@ impl DataParallel {
         })
     }
 
-    /// Sums every rank's gradients of this rank's shard into `zero.shard`, one reduce-scatter a
-    /// round (gradients of parameters no rank reached, and the last shard's padding, count as
-    /// zeros). A round's buffer is filled while the previous round's collective runs.
-    fn reduce_scatter(&self, zero: &Zero1, reached: &[bool]) -> Result<()> {
-        let mut running: [Option<Work>; 2] = [None, None];
-        for (k, round) in zero.plan.rounds.iter().enumerate() {
-            let (mut buffer, mine) = zero.round(k);
-            // Its previous round's collective may still read it.
-            running[k % 2].take().map(Work::wait).transpose()?;
-            let covered: i64 = round.iter().map(|&(i, .., n)| n * reached[i] as i64).sum();
-            if covered < buffer.numel() as i64 {
-                let _ = buffer.zero_();
-            }
-            for &(i, start, at, n) in round.iter().filter(|&&(i, ..)| reached[i]) {
-                let grad = self.params[i].grad().view([-1]).narrow(0, start, n);
-                buffer.narrow(0, at, n).copy_(&grad);
-            }
-            running[k % 2] = Some(self.group.reduce_scatter(&mine, &buffer)?);
-        }
-        running.into_iter().flatten().try_for_each(Work::wait)
-    }
-
     /// Hands every rank the whole updated model: this rank's updated pieces go into `zero.shard`,
     /// which is gathered from every rank into the parameters.
     fn all_gather(&self, zero: &Zero1) -> Result<()> {
@@ -735,7 +728,7 @@ impl DataParallel {
             work.wait()?;
             let buffer = &zero.rounds[k % 2];
             tch::no_grad(|| {
-                for &(i, start, at, n) in &zero.plan.rounds[k] {
+                for &(i, start, at, n) in &zero.plan.rounds[k].pieces {
                     place(i, start, &buffer.narrow(0, at, n));
                 }
             });
@@ -785,65 +778,127 @@ fn backward_order(vs: &nn::VarStore, params: &[Tensor]) -> Vec<usize> {
 mod tests {
     use super::*;
 
-    /// 3 + 5 + 2 = 10 elements over 3 ranks: shards of 4 (the last padded by 2), and every
-    /// element in exactly one piece.
+    /// Parameters of 3, 5 and 2 elements in buckets [2, 1] and [0] over 3 ranks: the first bucket
+    /// (7 elements, padded to 9) gives each rank 3, the second (3) gives each 1; a shard is its two
+    /// parts end to end, and each bucket is one all-gather round.
     #[test]
-    fn zero1_cuts_the_flat_parameters_into_equal_shards() {
+    fn zero1_cuts_every_bucket_into_equal_parts() {
+        let buckets = [vec![2, 1], vec![0]];
         let plans: Vec<_> = (0..3)
-            .map(|r| ShardPlan::new(&[3, 5, 2], r, 3, 1 << 20))
+            .map(|r| ShardPlan::new(&buckets, &[3, 5, 2], r, 3, 1 << 20))
             .collect();
         assert!(plans.iter().all(|z| z.shard == 4));
-        assert_eq!(plans[0].pieces, vec![(0, 0, 0, 3), (1, 0, 3, 1)]);
-        assert_eq!(plans[1].pieces, vec![(1, 1, 0, 4)]);
-        assert_eq!(plans[2].pieces, vec![(2, 0, 0, 2)]);
-        // A bucket larger than the model: one round, the whole flat vector in rank order.
-        assert_eq!(plans[0].rounds.len(), 1);
-    }
-
-    /// A bucket of 6 elements over 3 ranks moves 2 of each shard a round: rank r's part of round
-    /// k is its shard's elements 2k..2k+2, placed at r × the round's length.
-    #[test]
-    fn zero1_rounds_take_a_chunk_of_every_shard() {
-        let plan = ShardPlan::new(&[3, 5, 2], 0, 3, 6);
-        assert_eq!(plan.chunk, 2);
+        assert!(plans.iter().all(|z| z.parts == [(0, 3), (3, 1)]));
+        assert_eq!(plans[0].pieces, [(2, 0, 0, 2), (1, 0, 2, 1), (0, 0, 3, 1)]);
+        assert_eq!(plans[1].pieces, [(1, 1, 0, 3), (0, 1, 3, 1)]);
+        assert_eq!(plans[2].pieces, [(1, 4, 0, 1), (0, 2, 3, 1)]);
         assert_eq!(
-            plan.rounds,
-            vec![
-                // Flat 0..2 (rank 0), 4..6 (rank 1), 8..10 (rank 2).
-                vec![(0, 0, 0, 2), (1, 1, 2, 2), (2, 0, 4, 2)],
-                // Flat 2..4, 6..8, and rank 2's padding.
-                vec![(0, 2, 0, 1), (1, 0, 1, 1), (1, 3, 2, 2)],
+            plans[0].rounds,
+            [
+                Round {
+                    at: 0,
+                    len: 3,
+                    pieces: vec![(2, 0, 0, 2), (1, 0, 2, 1), (1, 1, 3, 3), (1, 4, 6, 1)],
+                },
+                Round {
+                    at: 3,
+                    len: 1,
+                    pieces: vec![(0, 0, 0, 1), (0, 1, 1, 1), (0, 2, 2, 1)],
+                },
             ]
         );
-        assert_eq!((plan.round_len(0), plan.round_len(1)), (2, 2));
     }
 
-    /// Whatever the sizes, the rounds cover every parameter element exactly once, each round's
-    /// pieces fit its buffer without overlapping, and no buffer exceeds the bucket.
+    /// A bucket of one parameter larger than the round size (10 elements, padded to 12, over 3
+    /// ranks in rounds of 3): four rounds, round j taking element j of every rank's part of 4.
     #[test]
-    fn zero1_rounds_cover_every_element_once() {
+    fn zero1_gathers_a_large_bucket_in_several_rounds() {
+        let plan = ShardPlan::new(&[vec![0]], &[10], 0, 3, 3);
+        let rounds: Vec<(i64, i64, Vec<Piece>)> = plan
+            .rounds
+            .into_iter()
+            .map(|r| (r.at, r.len, r.pieces))
+            .collect();
+        assert_eq!(
+            rounds,
+            [
+                (0, 1, vec![(0, 0, 0, 1), (0, 4, 1, 1), (0, 8, 2, 1)]),
+                (1, 1, vec![(0, 1, 0, 1), (0, 5, 1, 1), (0, 9, 2, 1)]),
+                (2, 1, vec![(0, 2, 0, 1), (0, 6, 1, 1)]),
+                (3, 1, vec![(0, 3, 0, 1), (0, 7, 1, 1)]),
+            ]
+        );
+    }
+
+    /// Whatever the sizes, buckets and world: the ranks' pieces cover every parameter element
+    /// exactly once (at most one piece of a parameter per rank), and so do the rounds, whose
+    /// buffers never exceed a bucket (rounded up to the world size) and whose rank-r part holds
+    /// exactly what rank r's shard holds at the round's place; a bucket that fits is one round.
+    #[test]
+    fn zero1_parts_and_rounds_cover_every_element_once() {
         let models: [&[i64]; 3] = [&[7], &[1000, 1, 33, 517, 2048], &[5, 5, 5, 5, 5, 5]];
         for numels in models {
             for world in 1..=4usize {
                 for bucket in [1, 7, 64, 1000, 1 << 20] {
-                    let plan = ShardPlan::new(numels, 0, world, bucket);
-                    let mut seen: Vec<Vec<u8>> =
-                        numels.iter().map(|&n| vec![0; n as usize]).collect();
-                    for (k, round) in plan.rounds.iter().enumerate() {
-                        let len = plan.round_len(k);
-                        assert!(len >= 1 && (len * world as i64 <= bucket.max(world as i64)));
-                        let mut slots = vec![false; len as usize * world];
-                        for &(i, start, at, n) in round {
+                    // As `plan_buckets` groups them: in reverse, at most `bucket` (a larger alone).
+                    let mut buckets: Vec<Vec<usize>> = Vec::new();
+                    let mut sum = 0;
+                    for i in (0..numels.len()).rev() {
+                        match buckets.last_mut() {
+                            Some(b) if sum + numels[i] <= bucket => b.push(i),
+                            _ => {
+                                buckets.push(vec![i]);
+                                sum = 0;
+                            }
+                        }
+                        sum += numels[i];
+                    }
+                    let case = format!("{numels:?} over {world} ranks in buckets of {bucket}");
+                    let zeros = || -> Vec<Vec<u8>> {
+                        numels.iter().map(|&n| vec![0; n as usize]).collect()
+                    };
+                    let (mut owned, mut gathered) = (zeros(), zeros());
+                    for rank in 0..world {
+                        let plan = ShardPlan::new(&buckets, numels, rank, world, bucket);
+                        for (b, &(at, len)) in buckets.iter().zip(&plan.parts) {
+                            let rounds = plan
+                                .rounds
+                                .iter()
+                                .filter(|r| (at..at + len).contains(&r.at));
+                            let fits = b.iter().map(|&i| numels[i]).sum::<i64>() <= bucket;
+                            assert!(!fits || rounds.count() == 1, "{case}: bucket {b:?}");
+                        }
+                        let mut shard: Vec<Option<(usize, i64)>> = vec![None; plan.shard as usize];
+                        let mut seen = vec![false; numels.len()];
+                        for &(i, start, at, n) in &plan.pieces {
+                            assert!(!std::mem::replace(&mut seen[i], true), "{case}");
                             for e in 0..n {
-                                seen[i][(start + e) as usize] += 1;
-                                assert!(!std::mem::replace(&mut slots[(at + e) as usize], true));
+                                owned[i][(start + e) as usize] += 1;
+                                let slot = &mut shard[(at + e) as usize];
+                                assert!(slot.replace((i, start + e)).is_none(), "{case}");
+                            }
+                        }
+                        for round in &plan.rounds {
+                            let w = world as i64;
+                            assert!(round.len * w < bucket + w, "{case}");
+                            let mut slots = vec![false; (round.len * w) as usize];
+                            for &(i, start, at, n) in &round.pieces {
+                                for e in 0..n {
+                                    let pos = at + e;
+                                    assert!(!std::mem::replace(&mut slots[pos as usize], true));
+                                    if pos / round.len == rank as i64 {
+                                        let mine = round.at + pos % round.len;
+                                        assert_eq!(shard[mine as usize], Some((i, start + e)));
+                                    }
+                                    if rank == 0 {
+                                        gathered[i][(start + e) as usize] += 1;
+                                    }
+                                }
                             }
                         }
                     }
-                    assert!(
-                        seen.iter().flatten().all(|&c| c == 1),
-                        "{numels:?} over {world} ranks in buckets of {bucket}"
-                    );
+                    assert!(owned.iter().flatten().all(|&c| c == 1), "pieces: {case}");
+                    assert!(gathered.iter().flatten().all(|&c| c == 1), "rounds: {case}");
                 }
             }
         }

@@ -1,9 +1,11 @@
-//! Data parallelism's gradient all-reduce overlapped with the backward, as PyTorch DDP's Reducer
-//! does: the parameters are cut into buckets in the order the backward is expected to finish
+//! Data parallelism's gradient sums overlapped with the backward, as PyTorch DDP's Reducer and
+//! Megatron's distributed optimizer do: the parameters are cut into buckets in the order the backward is expected to finish
 //! them (the reverse of the order the model created them in: MTP blocks, output head, last layer
 //! … first layer, embedding), a hook on each parameter's gradient
-//! accumulator (`dist.cpp`) reports when its gradient is complete, and a bucket's all-reduce starts
-//! as soon as all its parameters are — while the backward computes the earlier layers.
+//! accumulator (`dist.cpp`) reports when its gradient is complete, and a bucket's collective starts
+//! as soon as all its parameters are — while the backward computes the earlier layers. The
+//! collective is an all-reduce (every rank gets the whole sums, in the gradients) or, for ZeRO-1, a
+//! reduce-scatter (each rank gets the sums of its equal part of every bucket, in its shard).
 //!
 //! Only the last micro-batch's backward is watched (before it the gradients are not final), and
 //! buckets start strictly in order, so every rank launches the same collectives in the same order
@@ -16,12 +18,12 @@
 //! flat buffer (allocated when the bucket's first gradient arrives) and makes `.grad` a view of that
 //! place. Later micro-batches' accumulators add into the bucket in place, the all-reduce sums it
 //! where it lies, and nothing is copied back: no second copy of the gradients is alive while the
-//! collectives run.
+//! collectives run. For a reduce-scatter the buffer is padded to a multiple of the world size.
 
 use std::ffi::{c_char, c_void};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use tch::Tensor;
 use torch_sys::C_tensor;
 
@@ -77,14 +79,48 @@ fn set_grad(t: &Tensor, grad: &Tensor) -> Result<()> {
     })
 }
 
+/// How a bucket's sums reach the ranks.
+pub enum Reduction {
+    /// Every rank gets the whole sums, in the gradients.
+    AllReduce,
+    /// Each rank gets the sums of its part of each bucket (rank r: elements r × n … (r + 1) × n of
+    /// the bucket padded with zeros to world × n), into that bucket's tensor of n elements here.
+    ReduceScatter(Vec<Tensor>),
+}
+
+/// Cuts `params`, taken in `order` (indices of `params`, the expected order of the backward; the
+/// same on every rank), into buckets of at most `cap` bytes (a larger parameter alone) whose
+/// parameters share a dtype, so that one buffer holds each.
+pub fn plan_buckets(params: &[Tensor], order: &[usize], cap: usize) -> Vec<Vec<usize>> {
+    let mut buckets: Vec<Vec<usize>> = Vec::new();
+    let mut bytes = 0;
+    for &i in order {
+        let size = params[i].numel() * params[i].kind().elt_size_in_bytes();
+        match buckets.last_mut() {
+            Some(bucket) if bytes + size <= cap && params[bucket[0]].kind() == params[i].kind() => {
+                bucket.push(i)
+            }
+            _ => {
+                buckets.push(vec![i]);
+                bytes = 0;
+            }
+        }
+        bytes += size;
+    }
+    buckets
+}
+
 /// Where the buckets of one step stand.
 struct State {
     group: Arc<ProcessGroup>,
     params: Vec<Tensor>,
     /// Parameter indices of each bucket, in launch order.
     buckets: Vec<Vec<usize>>,
-    /// Elements of each bucket.
+    /// Elements of each bucket's buffer (with a reduce-scatter's padding).
     numels: Vec<i64>,
+    /// Elements of each bucket's buffer the gradients fill (the rest is zeros).
+    used: Vec<i64>,
+    reduction: Reduction,
     bucket_of: Vec<usize>,
     /// Where each parameter's gradient starts in its bucket's buffer.
     offsets: Vec<i64>,
@@ -114,9 +150,14 @@ impl State {
     fn bucket_view(&mut self, i: usize) -> Tensor {
         let b = self.bucket_of[i];
         let p = &self.params[i];
-        let numel = self.numels[b];
-        let flat =
-            self.flats[b].get_or_insert_with(|| Tensor::empty([numel], (p.kind(), p.device())));
+        let (numel, used) = (self.numels[b], self.used[b]);
+        let flat = self.flats[b].get_or_insert_with(|| {
+            let flat = Tensor::empty([numel], (p.kind(), p.device()));
+            tch::no_grad(|| {
+                let _ = flat.narrow(0, used, numel - used).zero_();
+            });
+            flat
+        });
         flat.narrow(0, self.offsets[i], p.numel() as i64)
             .view(p.size().as_slice())
     }
@@ -145,7 +186,10 @@ impl State {
                 self.move_to_bucket(self.buckets[b][k])?;
             }
             let flat = self.flats[b].as_ref().expect("bucket_view allocated it");
-            let work = self.group.all_reduce(flat, ReduceOp::Sum)?;
+            let work = match &self.reduction {
+                Reduction::AllReduce => self.group.all_reduce(flat, ReduceOp::Sum)?,
+                Reduction::ReduceScatter(parts) => self.group.reduce_scatter(&parts[b], flat)?,
+            };
             self.in_flight.push(work);
             self.overlapped += self.armed as usize;
             self.next += 1;
@@ -216,36 +260,17 @@ impl Drop for OverlappedReduce {
 }
 
 impl OverlappedReduce {
-    /// Plans buckets of at most `cap` bytes over `params`, taken in `order` (indices of `params`,
-    /// the expected order of the backward; the same on every rank), and hooks their gradient
-    /// accumulators.
+    /// Sums the gradients of `params` in `buckets` (see `plan_buckets`; launched in that order) by
+    /// `reduction`, and hooks their gradient accumulators.
     pub fn new(
         group: Arc<ProcessGroup>,
         params: &[Tensor],
-        order: &[usize],
-        cap: usize,
+        buckets: Vec<Vec<usize>>,
+        reduction: Reduction,
     ) -> Result<Self> {
-        let mut buckets: Vec<Vec<usize>> = Vec::new();
-        let mut bytes = 0;
-        for &i in order {
-            let size = params[i].numel() * params[i].kind().elt_size_in_bytes();
-            match buckets.last_mut() {
-                // One buffer holds a bucket: its parameters share a dtype.
-                Some(bucket)
-                    if bytes + size <= cap && params[bucket[0]].kind() == params[i].kind() =>
-                {
-                    bucket.push(i)
-                }
-                _ => {
-                    buckets.push(vec![i]);
-                    bytes = 0;
-                }
-            }
-            bytes += size;
-        }
         let mut bucket_of = vec![0; params.len()];
         let mut offsets = vec![0; params.len()];
-        let mut numels = Vec::with_capacity(buckets.len());
+        let mut used = Vec::with_capacity(buckets.len());
         for (b, bucket) in buckets.iter().enumerate() {
             let mut numel = 0;
             for &i in bucket {
@@ -253,8 +278,23 @@ impl OverlappedReduce {
                 offsets[i] = numel;
                 numel += params[i].numel() as i64;
             }
-            numels.push(numel);
+            used.push(numel);
         }
+        let numels = match &reduction {
+            Reduction::AllReduce => used.clone(),
+            Reduction::ReduceScatter(parts) => {
+                let world = group.world_size as i64;
+                ensure!(
+                    parts.len() == buckets.len()
+                        && parts
+                            .iter()
+                            .zip(&used)
+                            .all(|(p, &n)| p.numel() as i64 * world >= n),
+                    "a reduce-scatter needs one part per bucket, of at least 1/{world} of it"
+                );
+                parts.iter().map(|p| p.numel() as i64 * world).collect()
+            }
+        };
         let state = Box::new(Mutex::new(State {
             group,
             params: params.iter().map(Tensor::shallow_clone).collect(),
@@ -262,6 +302,8 @@ impl OverlappedReduce {
             flats: buckets.iter().map(|_| None).collect(),
             buckets,
             numels,
+            used,
+            reduction,
             bucket_of,
             offsets,
             zeroed: vec![false; params.len()],
@@ -335,7 +377,7 @@ impl OverlappedReduce {
         lock(&self.state).overlapped
     }
 
-    /// Waits for every bucket: the gradients are then the sums.
+    /// Waits for every bucket: the gradients (or the parts of a reduce-scatter) are then the sums.
     pub fn wait(&self) -> Result<()> {
         let mut s = lock(&self.state);
         s.in_flight.drain(..).try_for_each(Work::wait)?;
@@ -373,7 +415,10 @@ mod tests {
             let early = Tensor::ones([5], opts).set_requires_grad(true);
             let params = [w, b, expert, early];
             // 64 bytes: buckets [b, w] and [expert, early].
-            let reduce = OverlappedReduce::new(Arc::new(pg), &params, &[1, 0, 2, 3], 64).unwrap();
+            let buckets = plan_buckets(&params, &[1, 0, 2, 3], 64);
+            let reduce =
+                OverlappedReduce::new(Arc::new(pg), &params, buckets, Reduction::AllReduce)
+                    .unwrap();
             assert_eq!(reduce.buckets(), 2);
             let [w, b, expert, early] = &params;
             let backward = |micro: usize| {

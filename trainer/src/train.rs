@@ -434,10 +434,7 @@ impl Trainer {
                 .zip(self.parallel.as_ref())
                 .map(|(before, dp)| dp.sent_bytes() - before),
             ep_bytes: ep_before.zip(self.ep_sent_bytes()).map(|(a, b)| b - a),
-            overlapped_buckets: self
-                .parallel
-                .as_ref()
-                .and_then(DataParallel::overlapped_buckets),
+            overlapped_buckets: self.parallel.as_ref().map(DataParallel::overlapped_buckets),
             ep_imbalance: (self.layout.ep > 1).then(|| self.received_imbalance(&loads)),
             val_loss: None,
             val_mtp_loss: Vec::new(),
