@@ -58,14 +58,14 @@ pub struct DistributedConfig {
     /// process ignores it (it holds every expert, so it can resume an EP run's checkpoint).
     #[serde(default = "one")]
     pub expert_parallel: usize,
-    /// MiB of gradients per all-reduce bucket (each starts during the backward once complete);
-    /// with ZeRO-1 also the MiB each round of its reduce-scatter and all-gathers moves.
+    /// MiB of gradients per bucket (each bucket's sum starts during the backward once complete);
+    /// with ZeRO-1 also the most MiB each round of its all-gathers moves.
     #[serde(default = "bucket_mb")]
     pub bucket_mb: f64,
-    /// With ZeRO-1, how the gradients are summed (DeepSpeed's `reduce_scatter` switch): `true` by
-    /// a reduce-scatter after the backward (each rank receives only its shard's sum: half an
-    /// all-reduce's bytes), `false` by the bucketed all-reduce that overlaps the backward. Unset:
-    /// reduce-scatter on NCCL, all-reduce on Gloo, whose reduce-scatter is an all-reduce anyway.
+    /// With ZeRO-1, how each gradient bucket is summed during the backward (DeepSpeed's
+    /// `reduce_scatter` switch): `true` by a reduce-scatter (each rank receives only its shard's
+    /// sums: half an all-reduce's bytes), `false` by an all-reduce. Unset: reduce-scatter on NCCL,
+    /// all-reduce on Gloo, whose reduce-scatter is an all-reduce of a copy anyway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reduce_scatter: Option<bool>,
 }
@@ -563,7 +563,7 @@ impl DataParallel {
         Ok(local)
     }
 
-    /// Gradient buckets whose all-reduce started during this step's backward.
+    /// Gradient buckets whose sum started during this step's backward.
     pub fn overlapped_buckets(&self) -> u64 {
         self.overlap.overlapped() as u64
     }

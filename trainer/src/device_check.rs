@@ -186,11 +186,11 @@ pub fn experts_pass(
 
 /// A one-rank process group on this device's backend (NCCL on CUDA, Gloo on CPU): each
 /// collective data parallelism uses on a known tensor, then `steps` training steps of `model`
-/// through the data-parallel plan (bucketed gradient all-reduce, ZeRO-1 in rounds of
-/// `bucket_mb`) over that group, against the same steps of one process without a group. One
-/// rank's collectives change nothing, so the losses must agree: a round whose buffer is read
-/// before its collective has written it (a stream-ordering fault, which only a GPU can show)
-/// scrambles the weights and fails the check.
+/// through the data-parallel plan (ZeRO-1: each gradient bucket reduce-scattered from the hooks
+/// during the backward, the weights all-gathered in rounds of `bucket_mb`) over that group, against
+/// the same steps of one process without a group. One rank's collectives change nothing, so the
+/// losses must agree: a bucket or round read before its collective has written it (a
+/// stream-ordering fault, which only a GPU can show) scrambles the weights and fails the check.
 pub fn process_group(
     device: Device,
     model: &ModelConfig,
@@ -231,6 +231,8 @@ pub fn process_group(
     eprintln!("process-group: {backend:?} collectives of one rank ok in {collectives_ms:.0} ms");
 
     train.distributed.zero = 1;
+    // NCCL's default, chosen on Gloo too: the CPU run walks the GPU's path.
+    train.distributed.reduce_scatter = Some(true);
     let new_trainer = || {
         Trainer::new(
             model,
@@ -316,8 +318,8 @@ mod tests {
         assert_eq!(ex["idle_expert_grad_max"].as_f64(), Some(0.0));
     }
 
-    /// A one-rank Gloo group on CPU: the collectives keep the tensor, then ZeRO-1 training (in
-    /// many rounds: buckets of 64 KiB against tiny's 5 MB) matches one process.
+    /// A one-rank Gloo group on CPU: the collectives keep the tensor, then ZeRO-1 training (many
+    /// buckets and rounds: 64 KiB against tiny's 5 MB) matches one process.
     #[test]
     fn one_rank_process_group_trains() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/train.toml");

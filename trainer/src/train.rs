@@ -119,7 +119,7 @@ pub struct StepMetrics {
     /// `ProcessGroup::sent_bytes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comm_bytes: Option<u64>,
-    /// With several ranks (unless ZeRO-1 reduce-scatters): gradient buckets whose all-reduce
+    /// In a process group: gradient buckets whose sum (all-reduce or ZeRO-1's reduce-scatter)
     /// started while the backward was still running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlapped_buckets: Option<u64>,
