@@ -1,7 +1,7 @@
 //! Data parallelism's gradient sums overlapped with the backward, as PyTorch DDP's Reducer and
-//! Megatron's distributed optimizer do: the parameters are cut into buckets in the order the backward is expected to finish
-//! them (the reverse of the order the model created them in: MTP blocks, output head, last layer
-//! … first layer, embedding), a hook on each parameter's gradient
+//! Megatron's distributed optimizer do: the parameters are cut into buckets in the order the
+//! backward is expected to finish them (the reverse of the order the model created them in: MTP
+//! blocks, output head, last layer … first layer, embedding), a hook on each parameter's gradient
 //! accumulator (`dist.cpp`) reports when its gradient is complete, and a bucket's collective starts
 //! as soon as all its parameters are — while the backward computes the earlier layers. The
 //! collective is an all-reduce (every rank gets the whole sums, in the gradients) or, for ZeRO-1, a
@@ -16,7 +16,7 @@
 //! The gradients live in their buckets (DDP's `gradient_as_bucket_view`): once a parameter's first
 //! gradient of a step is accumulated, the hook copies it into the parameter's place in its bucket's
 //! flat buffer (allocated when the bucket's first gradient arrives) and makes `.grad` a view of that
-//! place. Later micro-batches' accumulators add into the bucket in place, the all-reduce sums it
+//! place. Later micro-batches' accumulators add into the bucket in place, the collective sums it
 //! where it lies, and nothing is copied back: no second copy of the gradients is alive while the
 //! collectives run. For a reduce-scatter the buffer is padded to a multiple of the world size.
 
@@ -128,7 +128,7 @@ struct State {
     /// `wait`, after which the `.grad`s alone keep it (until the optimizer releases them).
     flats: Vec<Option<Tensor>>,
     /// Parameters no gradient reached on this rank this step: their `.grad` is zeros put in for the
-    /// all-reduce.
+    /// collective.
     zeroed: Vec<bool>,
     /// Watching the backward (the last micro-batch's).
     armed: bool,
@@ -242,7 +242,7 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The overlapped all-reduce of a list of parameters over a group.
+/// The overlapped gradient sums of a list of parameters over a group.
 pub struct OverlappedReduce {
     state: Box<Mutex<State>>,
     watch: *mut c_void,
@@ -359,7 +359,7 @@ impl OverlappedReduce {
         let mut s = lock(&self.state);
         s.armed = false;
         if let Some(e) = s.failed.take() {
-            return Err(e).context("gradient all-reduce during the backward");
+            return Err(e).context("gradient sums during the backward");
         }
         let local: Vec<bool> = s
             .params
@@ -372,7 +372,7 @@ impl OverlappedReduce {
         Ok(local)
     }
 
-    /// Buckets whose all-reduce started while the backward ran, this step.
+    /// Buckets whose collective started while the backward ran, this step.
     pub fn overlapped(&self) -> usize {
         lock(&self.state).overlapped
     }
