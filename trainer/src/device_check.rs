@@ -186,15 +186,16 @@ pub fn experts_pass(
 
 /// A one-rank process group on this device's backend (NCCL on CUDA, Gloo on CPU): each
 /// collective data parallelism uses on a known tensor, then `steps` training steps of `model`
-/// through the data-parallel plan (ZeRO-1: each gradient bucket reduce-scattered from the hooks
-/// during the backward, the weights all-gathered in rounds of `bucket_mb`) over that group, against
-/// the same steps of one process without a group. One rank's collectives change nothing, so the
-/// losses must agree: a bucket or round read before its collective has written it (a
-/// stream-ordering fault, which only a GPU can show) scrambles the weights and fails the check.
+/// through the data-parallel plan over that group, against the same steps of one process without a
+/// group: with ZeRO-0 (each gradient bucket all-reduced from the hooks during the backward) and
+/// with ZeRO-1 (each bucket reduce-scattered from the hooks, the weights all-gathered in rounds of
+/// `bucket_mb`). One rank's collectives change nothing, so the losses must agree: a bucket or
+/// round read before its collective has written it (a stream-ordering fault, which only a GPU can
+/// show) scrambles the weights and fails the check.
 pub fn process_group(
     device: Device,
     model: &ModelConfig,
-    mut train: TrainConfig,
+    train: TrainConfig,
     steps: usize,
 ) -> Result<Value> {
     let backend = if device.is_cuda() {
@@ -230,13 +231,14 @@ pub fn process_group(
     // Progress on stderr as it happens: a group that hangs on teardown still leaves its results.
     eprintln!("process-group: {backend:?} collectives of one rank ok in {collectives_ms:.0} ms");
 
-    train.distributed.zero = 1;
-    // NCCL's default, chosen on Gloo too: the CPU run walks the GPU's path.
-    train.distributed.reduce_scatter = Some(true);
-    let new_trainer = || {
+    let new_trainer = |zero: u8| {
+        let mut train = train.clone();
+        train.distributed.zero = zero;
+        // NCCL's default for ZeRO-1, chosen on Gloo too: the CPU run walks the GPU's path.
+        train.distributed.reduce_scatter = (zero == 1).then_some(true);
         Trainer::new(
             model,
-            train.clone(),
+            train,
             device,
             &Precision::Bf16,
             true,
@@ -263,23 +265,38 @@ pub fn process_group(
             })
             .collect::<Result<Vec<f64>>>()
     };
-    let mut reference = new_trainer()?;
-    let mut trainer = new_trainer()?;
-    trainer.copy_weights_from(&reference)?;
+    let mut reference = new_trainer(0)?;
+    let mut grouped = [new_trainer(0)?, new_trainer(1)?];
+    for trainer in &mut grouped {
+        trainer.copy_weights_from(&reference)?;
+    }
     let alone = run(&mut reference, "one process")?;
     drop(reference);
-    trainer.distribute(group)?;
-    let losses = run(&mut trainer, "ZeRO-1 group")?;
-    let max_rel_diff = alone
-        .iter()
-        .zip(&losses)
-        .map(|(a, b)| (a - b).abs() / a.abs().max(1e-9))
-        .fold(0.0, f64::max);
-    ensure!(
-        max_rel_diff < 1e-2,
-        "{backend:?}: ZeRO-1 training over a one-rank group diverged from one process (losses \
-         {losses:?} vs {alone:?}): the data-parallel step corrupts the weights on this device"
-    );
+    let [mut zero0, mut zero1] = grouped;
+    zero0.distribute(group.subgroup("zero0", &[0])?)?;
+    let zero0_losses = run(&mut zero0, "ZeRO-0 group")?;
+    drop(zero0);
+    zero1.distribute(group)?;
+    let losses = run(&mut zero1, "ZeRO-1 group")?;
+    let rel_diff = |losses: &[f64]| {
+        alone
+            .iter()
+            .zip(losses)
+            .map(|(a, b)| (a - b).abs() / a.abs().max(1e-9))
+            .fold(0.0, f64::max)
+    };
+    let (zero0_rel_diff, zero1_rel_diff) = (rel_diff(&zero0_losses), rel_diff(&losses));
+    for (zero, diff, losses) in [
+        (0, zero0_rel_diff, &zero0_losses),
+        (1, zero1_rel_diff, &losses),
+    ] {
+        ensure!(
+            diff < 1e-2,
+            "{backend:?}: ZeRO-{zero} training over a one-rank group diverged from one process \
+             (losses {losses:?} vs {alone:?}): the data-parallel step corrupts the weights on \
+             this device"
+        );
+    }
     Ok(json!({
         "check": "process-group",
         "device": format!("{device:?}"),
@@ -287,10 +304,12 @@ pub fn process_group(
         "collectives": "all-reduce (sum, avg), broadcast, all-gather, reduce-scatter, barrier: ok",
         "join_and_collectives_ms": collectives_ms,
         "train_steps": steps,
-        "zero": 1,
         "main_losses": losses,
+        "zero0_losses": zero0_losses,
         "one_process_losses": alone,
-        "max_rel_diff": max_rel_diff,
+        "zero0_rel_diff": zero0_rel_diff,
+        "zero1_rel_diff": zero1_rel_diff,
+        "max_rel_diff": zero0_rel_diff.max(zero1_rel_diff),
     }))
 }
 
@@ -318,8 +337,8 @@ mod tests {
         assert_eq!(ex["idle_expert_grad_max"].as_f64(), Some(0.0));
     }
 
-    /// A one-rank Gloo group on CPU: the collectives keep the tensor, then ZeRO-1 training (many
-    /// buckets and rounds: 64 KiB against tiny's 5 MB) matches one process.
+    /// A one-rank Gloo group on CPU: the collectives keep the tensor, then ZeRO-0 and ZeRO-1
+    /// training (many buckets and rounds: 64 KiB against tiny's 5 MB) match one process.
     #[test]
     fn one_rank_process_group_trains() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/train.toml");
