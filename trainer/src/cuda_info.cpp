@@ -1,5 +1,6 @@
 // What the trainer reports about the GPU it runs on and tch does not expose: the device's name
-// (to look up its peak FLOP/s for MFU) and the CUDA caching allocator's peak (memory per run).
+// (to look up its peak FLOP/s for MFU), its memory (to refuse a run that cannot fit) and the CUDA
+// caching allocator's peak (memory per run).
 // Compiled with the CUDA headers when build.rs finds them (WHALE_CUDA); without, each call fails.
 #include "cpp_error.h"
 
@@ -37,6 +38,15 @@ int whale_cuda_device_name(int index, char* name, int64_t name_len, char* err, i
   return guarded(err, err_len, [&] {
 #ifdef WHALE_CUDA
     write_err(at::cuda::getDeviceProperties(index)->name, name, name_len);
+#endif
+  });
+}
+
+// The memory of CUDA device `index`, in bytes.
+int whale_cuda_total_memory(int index, int64_t* bytes, char* err, int64_t err_len) {
+  return guarded(err, err_len, [&] {
+#ifdef WHALE_CUDA
+    *bytes = static_cast<int64_t>(at::cuda::getDeviceProperties(index)->totalGlobalMem);
 #endif
   });
 }

@@ -1,5 +1,5 @@
 //! What the trainer reports about its GPU: the device's name, the dense BF16 peak that MFU is
-//! measured against (looked up by that name), and the CUDA caching allocator's memory peak.
+//! measured against (looked up by that name), its memory, and the CUDA caching allocator's peak.
 
 use std::ffi::{c_char, c_int, CStr};
 
@@ -14,6 +14,12 @@ extern "C" {
         index: c_int,
         name: *mut c_char,
         name_len: i64,
+        err: *mut c_char,
+        err_len: i64,
+    ) -> c_int;
+    fn whale_cuda_total_memory(
+        index: c_int,
+        bytes: *mut i64,
         err: *mut c_char,
         err_len: i64,
     ) -> c_int;
@@ -66,6 +72,17 @@ pub fn device_name(device: Device) -> Result<String> {
         .into_owned())
 }
 
+/// The memory of the GPU `device`, in bytes.
+pub fn total_memory(device: Device) -> Result<u64> {
+    let index = cuda_index(device)?;
+    let mut bytes = 0i64;
+    check("reading the GPU's memory size", |err, len| unsafe {
+        // SAFETY: the out-pointer is a live local.
+        whale_cuda_total_memory(index, &mut bytes, err, len)
+    })?;
+    Ok(bytes as u64)
+}
+
 /// The most GPU memory a run held: bytes allocated to tensors, and reserved from the driver by
 /// libtorch's caching allocator (what `nvidia-smi` sees, less the CUDA context).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -107,5 +124,6 @@ mod tests {
         let err = device_name(Device::Cpu).unwrap_err().to_string();
         assert!(err.contains("not a CUDA device"), "{err}");
         assert!(memory_peak(Device::Cpu).is_err());
+        assert!(total_memory(Device::Cpu).is_err());
     }
 }

@@ -24,6 +24,8 @@ pub struct ModelInfo {
     pub embedding_params: u64,
     /// MTP modules without the embedding and head they share with the main model.
     pub mtp_params: u64,
+    /// Routed experts of the main model and the MTP modules (what expert parallelism divides).
+    pub routed_expert_params: u64,
     /// Tensors in a public-style checkpoint: main model + MTP, whose layers repeat the shared
     /// embedding and head.
     pub checkpoint_params: u64,
@@ -51,6 +53,7 @@ pub struct ModelInfo {
 struct Counts {
     total: u64,
     active: u64,
+    routed: u64,
 }
 
 fn attention(c: &ModelConfig) -> u64 {
@@ -88,12 +91,14 @@ fn block(c: &ModelConfig, index: i64) -> Counts {
         Counts {
             total: common + gate + (e + shared) * expert,
             active: common + gate + (k + shared) * expert,
+            routed: e * expert,
         }
     } else {
         let mlp = 3 * d * c.inter_dim as u64;
         Counts {
             total: common + mlp,
             active: common + mlp,
+            routed: 0,
         }
     }
 }
@@ -117,6 +122,7 @@ pub fn model_info(c: &ModelConfig, seq_len: i64) -> ModelInfo {
         .map(|b| b.active + mtp_extra + v * d)
         .sum();
     let depth = c.mtp_depth as u64;
+    let routed = layers.iter().chain(&mtp_blocks).map(|b| b.routed).sum();
 
     let h = c.n_heads as u64;
     let kv_dims = (c.qk_head_dim() + c.value_head_dim()) as u64;
@@ -142,6 +148,7 @@ pub fn model_info(c: &ModelConfig, seq_len: i64) -> ModelInfo {
         activated_params: activated,
         embedding_params: embedding,
         mtp_params,
+        routed_expert_params: routed,
         checkpoint_params: total + mtp_params + depth * 2 * v * d,
         kv_cache_bytes_per_token: l * own_cache * CACHE_BYTES,
         mha_kv_cache_bytes_per_token: l * h * kv_dims * CACHE_BYTES,

@@ -28,6 +28,7 @@ pub mod info;
 pub mod init_from;
 pub mod kv_cache;
 pub mod linear;
+pub mod memory_floor;
 pub mod mla;
 pub mod mlp;
 pub mod model;

@@ -26,6 +26,7 @@ use crate::experts::ExpertsPath;
 use crate::info::model_info;
 use crate::init_from::{self, InitFrom, OptimizerStart, Origin};
 use crate::linear::Precision;
+use crate::memory_floor::{self, MemoryFloor};
 use crate::train::{resume_point, MetricsLog, NonFiniteLoss, StepMetrics, TrainConfig, Trainer};
 
 /// Where the tokens come from.
@@ -294,6 +295,21 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         )?,
         None => ExpertLayout::single(),
     };
+    // The ranks sharing this machine's memory: torchrun and `--nproc` say how many.
+    let local_ranks = match &opts.placement {
+        Some(_) => std::env::var("LOCAL_WORLD_SIZE")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1),
+        None => 1,
+    };
+    let floor = MemoryFloor::of(
+        &model_cfg,
+        &train_cfg.optim,
+        train_cfg.distributed.zero,
+        &layout,
+    );
+    memory_floor::ensure_fits(&floor, &model_cfg.name, opts.device, local_ranks)?;
     let mut trainer = Trainer::new(
         &model_cfg,
         train_cfg.clone(),

@@ -272,3 +272,34 @@ fn device_cuda_without_a_gpu_says_what_to_do() {
     );
     assert!(!run_dir.exists(), "nothing was started");
 }
+
+/// A model whose weights, gradients and moments alone exceed the machine (DeepSeek-V3's 671B
+/// parameters on one process) is refused before anything is allocated, with the numbers and what
+/// to change, instead of being killed by the OOM killer a minute later.
+#[test]
+fn a_model_that_cannot_fit_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let started = std::time::Instant::now();
+    let out = common::run(&[
+        "train",
+        "--synthetic",
+        "--model",
+        "configs/model/deepseek-v3.toml",
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--steps",
+        "1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("deepseek-v3 cannot fit") && err.contains("TiB") && err.contains("zero = 1"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "refused before allocating"
+    );
+    assert!(!run_dir.join("checkpoints").exists());
+}

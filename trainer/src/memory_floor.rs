@@ -1,0 +1,193 @@
+//! The least memory a training run needs on each rank before any activation: the FP32 master
+//! weights, their FP32 gradients and the two AdamW moments, counted from the configs alone (the
+//! counts of `info`). A model that cannot fit is refused at once, saying what to change, instead of
+//! being killed by the kernel's OOM killer a minute into a CPU run or failing in the first CUDA
+//! step.
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+use tch::Device;
+
+use crate::config::ModelConfig;
+use crate::expert_parallel::ExpertLayout;
+use crate::info::model_info;
+use crate::optim::{Moments, OptimConfig};
+
+/// Bytes one rank holds for the model's state, activations aside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct MemoryFloor {
+    /// FP32 master weights: the shared parameters and this rank's routed experts.
+    pub weights: u64,
+    /// Their FP32 gradients.
+    pub gradients: u64,
+    /// The AdamW moments: with ZeRO-1 the shared parameters' are divided over the ranks.
+    pub moments: u64,
+}
+
+impl MemoryFloor {
+    /// The floor of one rank of `layout` training `model` with `optim` and ZeRO stage `zero`.
+    pub fn of(model: &ModelConfig, optim: &OptimConfig, zero: u8, layout: &ExpertLayout) -> Self {
+        let info = model_info(model, 1);
+        let experts = info.routed_expert_params / layout.ep as u64;
+        let shared = info.total_params + info.mtp_params - info.routed_expert_params;
+        let params = shared + experts;
+        let sharded = match zero {
+            1 => shared.div_ceil(layout.world as u64),
+            _ => shared,
+        };
+        let moment = match optim.moments {
+            Moments::Fp32 => 4,
+            Moments::Bf16 => 2,
+        };
+        Self {
+            weights: 4 * params,
+            gradients: 4 * params,
+            moments: 2 * moment * (sharded + experts),
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.weights + self.gradients + self.moments
+    }
+}
+
+fn gib(bytes: u64) -> String {
+    let gib = bytes as f64 / (1u64 << 30) as f64;
+    match gib >= 1024.0 {
+        true => format!("{:.1} TiB", gib / 1024.0),
+        false => format!("{gib:.1} GiB"),
+    }
+}
+
+/// Host memory a process may still get: available memory and free swap (Linux), if known.
+fn host_available() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = meminfo.lines().find(|l| l.starts_with(name))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    };
+    Some(field("MemAvailable:")? + field("SwapFree:").unwrap_or(0))
+}
+
+/// Fails when `local_ranks` ranks of `floor` cannot fit on `device`: a GPU holds one rank, host
+/// memory the ranks of this machine. Where the capacity is unknown it passes.
+pub fn ensure_fits(
+    floor: &MemoryFloor,
+    model: &str,
+    device: Device,
+    local_ranks: usize,
+) -> Result<()> {
+    let (need, have, place) = match device {
+        Device::Cuda(_) => (
+            floor.total(),
+            crate::cuda_info::total_memory(device)?,
+            "the GPU's memory".to_string(),
+        ),
+        _ => match host_available() {
+            Some(have) => (
+                floor.total() * local_ranks as u64,
+                have,
+                format!("this machine's available memory ({local_ranks} rank(s) here)"),
+            ),
+            None => return Ok(()),
+        },
+    };
+    if need > have {
+        bail!(
+            "{model} cannot fit: each rank needs at least {} before activations (FP32 weights {}, \
+             gradients {}, AdamW moments {}), {} in all against {} of {place}. Divide it over more \
+             ranks: [distributed] zero = 1 shards the moments, expert_parallel = E splits the \
+             routed experts; [optim] moments = \"bf16\" halves the moments; or train a smaller \
+             --model",
+            gib(floor.total()),
+            gib(floor.weights),
+            gib(floor.gradients),
+            gib(floor.moments),
+            gib(need),
+            gib(have)
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::linear::Precision;
+    use crate::model::Model;
+    use crate::testing::{repo_config, tiny_config};
+
+    /// The floor counts what the trainer allocates: the model's trainable parameters, in FP32
+    /// (DeepSeek-V2's routing and DeepSeek LLM's dense layers too).
+    #[test]
+    fn the_floor_counts_the_models_parameters() {
+        for name in ["tiny", "tiny-v2", "tiny-dense"] {
+            let model = repo_config(name);
+            let floor =
+                MemoryFloor::of(&model, &OptimConfig::default(), 0, &ExpertLayout::single());
+            let vs = tch::nn::VarStore::new(Device::Cpu);
+            let _model = Model::new(&vs.root(), &model, &Precision::Fp32);
+            let numel: u64 = vs
+                .trainable_variables()
+                .iter()
+                .map(|t| t.numel() as u64)
+                .sum();
+            assert_eq!(floor.weights, 4 * numel, "{name}");
+            assert_eq!(floor.gradients, 4 * numel, "{name}");
+            assert_eq!(floor.moments, 8 * numel, "{name}");
+        }
+    }
+
+    /// ZeRO-1 divides the shared parameters' moments over the ranks, expert parallelism the
+    /// routed experts' weights, gradients and moments; BF16 moments halve them.
+    #[test]
+    fn sharding_lowers_the_floor() {
+        let model = tiny_config();
+        let routed = model_info(&model, 1).routed_expert_params;
+        let single = MemoryFloor::of(&model, &OptimConfig::default(), 0, &ExpertLayout::single());
+        let layout = ExpertLayout::new(2, 0, 4, &model).unwrap();
+        let split = MemoryFloor::of(&model, &OptimConfig::default(), 0, &layout);
+        assert_eq!(single.weights - split.weights, 4 * routed / 2);
+        let zero1 = MemoryFloor::of(&model, &OptimConfig::default(), 1, &layout);
+        let shared = single.weights / 4 - routed;
+        assert_eq!(zero1.moments, 8 * (shared.div_ceil(4) + routed / 2));
+        let bf16 = OptimConfig {
+            moments: Moments::Bf16,
+            ..OptimConfig::default()
+        };
+        assert_eq!(
+            MemoryFloor::of(&model, &bf16, 1, &layout).moments,
+            zero1.moments / 2
+        );
+    }
+
+    /// DeepSeek-V3 on one CPU process is refused before anything is allocated, with the numbers
+    /// and what to change.
+    #[test]
+    fn a_model_too_large_for_the_host_is_refused() {
+        let model = repo_config("deepseek-v3");
+        let floor = MemoryFloor::of(&model, &OptimConfig::default(), 0, &ExpertLayout::single());
+        assert!(floor.total() > 9 << 40, "671B parameters × 16 bytes");
+        let err = ensure_fits(&floor, "deepseek-v3", Device::Cpu, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("deepseek-v3 cannot fit"), "{err}");
+        assert!(
+            err.contains("zero = 1") && err.contains("expert_parallel"),
+            "{err}"
+        );
+        ensure_fits(
+            &MemoryFloor::of(
+                &tiny_config(),
+                &OptimConfig::default(),
+                0,
+                &ExpertLayout::single(),
+            ),
+            "tiny",
+            Device::Cpu,
+            1,
+        )
+        .unwrap();
+    }
+}
