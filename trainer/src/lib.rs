@@ -28,7 +28,7 @@ pub mod info;
 pub mod init_from;
 pub mod kv_cache;
 pub mod linear;
-pub mod memory_floor;
+pub mod memory_fit;
 pub mod mla;
 pub mod mlp;
 pub mod model;

@@ -26,7 +26,7 @@ use crate::experts::ExpertsPath;
 use crate::info::model_info;
 use crate::init_from::{self, InitFrom, OptimizerStart, Origin};
 use crate::linear::Precision;
-use crate::memory_floor::{self, MemoryFloor};
+use crate::memory_fit::{self, MemoryFloor};
 use crate::train::{resume_point, MetricsLog, NonFiniteLoss, StepMetrics, TrainConfig, Trainer};
 
 /// Where the tokens come from.
@@ -273,6 +273,7 @@ fn describe(m: &StepMetrics) -> String {
 /// Runs (or resumes) training as described by `opts`.
 pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     crate::host_memory::keep_freed_memory();
+    memory_fit::quiet_out_of_memory_panics();
     if let Some(n) = opts.threads {
         tch::set_num_threads(n);
     }
@@ -309,7 +310,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         train_cfg.distributed.zero,
         &layout,
     );
-    memory_floor::ensure_fits(&floor, &model_cfg.name, opts.device, local_ranks)?;
+    memory_fit::ensure_fits(&floor, &model_cfg.name, opts.device, local_ranks)?;
     let mut trainer = Trainer::new(
         &model_cfg,
         train_cfg.clone(),
@@ -390,9 +391,34 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         Ok(dir)
     };
     while trainer.tokens < train_cfg.total_tokens && trainer.step < last_step {
-        let mut m = match trainer.train_step(source.as_mut()) {
+        // A failed allocation panics inside tch (or comes back as an error): either way it ends
+        // the run with its reason and what to lower.
+        let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            trainer.train_step(source.as_mut())
+        }));
+        let oom = |reason: &str| {
+            memory_fit::step_out_of_memory(
+                reason,
+                trainer.step + 1,
+                train_cfg.micro_batch,
+                train_cfg.seq_len,
+                &floor,
+            )
+        };
+        let step = match step {
+            Ok(step) => step,
+            Err(panic) => match memory_fit::panic_text(&*panic).and_then(memory_fit::out_of_memory)
+            {
+                Some(reason) => return Err(oom(reason)),
+                None => std::panic::resume_unwind(panic),
+            },
+        };
+        let mut m = match step {
             Ok(m) => m,
             Err(err) => {
+                if let Some(reason) = memory_fit::out_of_memory(&format!("{err:#}")) {
+                    return Err(oom(reason));
+                }
                 if let Some(nan) = err.downcast_ref::<NonFiniteLoss>() {
                     let dir = checkpoint_now(&trainer, source.as_ref())?;
                     bail!(

@@ -303,3 +303,51 @@ fn a_model_that_cannot_fit_is_refused_at_once() {
     );
     assert!(!run_dir.join("checkpoints").exists());
 }
+
+/// A step whose activations do not fit (a million tokens per forward under an 8 GiB address-space
+/// limit, where `tiny` normally trains in 4) ends with libtorch's one-line reason and what to
+/// lower: no panic, no C++ frames.
+#[test]
+fn a_step_out_of_memory_says_what_to_lower() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("train.toml");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/train.toml");
+    let text = std::fs::read_to_string(repo).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| match l.split(' ').next() {
+            Some("micro_batch") => "micro_batch = 16384".to_string(),
+            Some("start" | "end") => format!("{} = 16384", &l[..l.find(' ').unwrap()]),
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&config, text).unwrap();
+    let run_dir = dir.path().join("run");
+    let exe = env!("CARGO_BIN_EXE_whale-train");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v 8000000 && exec {exe} train --synthetic --config {} --out {} --steps 1 \
+             --threads 1",
+            config.display(),
+            run_dir.display()
+        ))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.starts_with("error: out of memory in step 1: DefaultCPUAllocator: can't allocate"),
+        "{err}"
+    );
+    assert!(
+        err.contains("16384 × 64 tokens") && err.contains("lower micro_batch"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("frame #"),
+        "{err}"
+    );
+}

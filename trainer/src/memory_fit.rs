@@ -1,8 +1,10 @@
-//! The least memory a training run needs on each rank before any activation: the FP32 master
-//! weights, their FP32 gradients and the two AdamW moments, counted from the configs alone (the
-//! counts of `info`). A model that cannot fit is refused at once, saying what to change, instead of
-//! being killed by the kernel's OOM killer a minute into a CPU run or failing in the first CUDA
-//! step.
+//! Whether a training run fits in memory. Before anything is allocated: the least each rank must
+//! hold whatever the batch (the FP32 master weights, their FP32 gradients and the two AdamW
+//! moments, counted from the configs alone with the counts of `info`), so that a model that
+//! cannot fit is refused at once, saying what to change, instead of being killed by the kernel's
+//! OOM killer a minute into a CPU run or failing in the first CUDA step. During a step: an
+//! allocation that fails (activations) ends the run with libtorch's one-line reason and what to
+//! lower, not a panic and a page of C++ frames.
 
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -51,11 +53,13 @@ impl MemoryFloor {
     }
 }
 
-fn gib(bytes: u64) -> String {
-    let gib = bytes as f64 / (1u64 << 30) as f64;
-    match gib >= 1024.0 {
-        true => format!("{:.1} TiB", gib / 1024.0),
-        false => format!("{gib:.1} GiB"),
+/// `bytes` in MiB, GiB or TiB, whichever reads best.
+fn readable(bytes: u64) -> String {
+    let mib = bytes as f64 / (1u64 << 20) as f64;
+    match mib {
+        m if m >= 1024.0 * 1024.0 => format!("{:.1} TiB", m / (1024.0 * 1024.0)),
+        m if m >= 1024.0 => format!("{:.1} GiB", m / 1024.0),
+        m => format!("{m:.1} MiB"),
     }
 }
 
@@ -100,15 +104,75 @@ pub fn ensure_fits(
              ranks: [distributed] zero = 1 shards the moments, expert_parallel = E splits the \
              routed experts; [optim] moments = \"bf16\" halves the moments; or train a smaller \
              --model",
-            gib(floor.total()),
-            gib(floor.weights),
-            gib(floor.gradients),
-            gib(floor.moments),
-            gib(need),
-            gib(have)
+            readable(floor.total()),
+            readable(floor.weights),
+            readable(floor.gradients),
+            readable(floor.moments),
+            readable(need),
+            readable(have)
         );
     }
     Ok(())
+}
+
+/// The one-line reason of a libtorch allocation failure found in `message` (a tch error or the
+/// panic of an unwrapped one, with its C++ frames), if it is one: CUDA's "CUDA out of memory.
+/// Tried to allocate …" or the CPU allocator's "can't allocate memory: you tried to allocate …".
+pub fn out_of_memory(message: &str) -> Option<&str> {
+    let start = [
+        "CUDA out of memory",
+        "DefaultCPUAllocator: can't allocate memory",
+    ]
+    .iter()
+    .find_map(|what| message.find(what))?;
+    let reason = &message[start..];
+    // Up to the first line break, escaped (a panic quotes the error with `{:?}`) or not.
+    let end = ["\\n", "\n", "\""]
+        .iter()
+        .filter_map(|stop| reason.find(stop))
+        .min()
+        .unwrap_or(reason.len());
+    Some(reason[..end].trim_end())
+}
+
+/// The text of a panic's payload (what `panic!` and `unwrap` put there).
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+}
+
+/// Keeps the panic hook from printing panics that `out_of_memory` explains: the run reports them
+/// as an error instead (installed once; other panics print as before).
+pub fn quiet_out_of_memory_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if panic_text(info.payload()).and_then(out_of_memory).is_none() {
+                default(info)
+            }
+        }));
+    });
+}
+
+/// The error for a step that ran out of memory: libtorch's `reason`, and what to lower.
+pub fn step_out_of_memory(
+    reason: &str,
+    step: u64,
+    micro_batch: u64,
+    seq_len: i64,
+    floor: &MemoryFloor,
+) -> anyhow::Error {
+    anyhow::anyhow!(
+        "out of memory in step {step}: {reason}. Activations grow with micro_batch × seq_len \
+         ({micro_batch} × {seq_len} tokens per forward here): lower micro_batch in the train \
+         config (the global batch stays, reached by more accumulation) or seq_len. Weights, \
+         gradients and AdamW moments take {} per rank besides ([distributed] zero = 1 or \
+         expert_parallel divide them)",
+        readable(floor.total())
+    )
 }
 
 #[cfg(test)]
@@ -160,6 +224,34 @@ mod tests {
             MemoryFloor::of(&model, &bf16, 1, &layout).moments,
             zero1.moments / 2
         );
+    }
+
+    /// The one-line reasons of real libtorch failures: a CPU allocation's panic, as tch's unwrap
+    /// quotes it, and CUDA's error.
+    #[test]
+    fn allocation_failures_are_recognised() {
+        let cpu = "called `Result::unwrap()` on an `Err` value: Torch(\"[enforce fail at \
+                   alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you \
+                   tried to allocate 1073741824 bytes. Error code 12 (Cannot allocate memory)\\n\
+                   frame #0: c10::ThrowEnforceNotMet(char const*, int) + 0x6a\")";
+        assert_eq!(
+            out_of_memory(cpu),
+            Some(
+                "DefaultCPUAllocator: can't allocate memory: you tried to allocate 1073741824 \
+                 bytes. Error code 12 (Cannot allocate memory)"
+            )
+        );
+        let cuda = "CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity \
+                    of 79.10 GiB of which 1.56 MiB is free.\nException raised from malloc at \
+                    CUDACachingAllocator.cpp:1000";
+        assert_eq!(
+            out_of_memory(cuda),
+            Some(
+                "CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of \
+                 79.10 GiB of which 1.56 MiB is free."
+            )
+        );
+        assert_eq!(out_of_memory("shape mismatch: [2, 3] vs [3, 2]"), None);
     }
 
     /// DeepSeek-V3 on one CPU process is refused before anything is allocated, with the numbers
