@@ -29,6 +29,7 @@ use torch_sys::C_tensor;
 
 use crate::cpp::{check, raw};
 use crate::dist::{ProcessGroup, ReduceOp, Work};
+use crate::memory_fit::panic_text;
 
 extern "C" {
     fn whale_dist_watch_grads(
@@ -231,7 +232,10 @@ extern "C" fn on_grad_ready(ctx: *mut c_void, index: i64) {
     let failed = match outcome {
         Ok(Ok(())) => return,
         Ok(Err(e)) => e,
-        Err(_) => anyhow!("panic in the gradient hook of parameter {index}"),
+        Err(panic) => anyhow!(
+            "panic in the gradient hook of parameter {index}: {}",
+            panic_text(&*panic).unwrap_or("(no message)")
+        ),
     };
     lock(state).failed.get_or_insert(failed);
 }
