@@ -22,7 +22,8 @@ pub struct MemoryFloor {
     pub weights: u64,
     /// Their FP32 gradients.
     pub gradients: u64,
-    /// The AdamW moments: with ZeRO-1 the shared parameters' are divided over the ranks.
+    /// The AdamW moments: with ZeRO-1 those of the parameters every rank holds are divided over
+    /// the ranks.
     pub moments: u64,
 }
 
@@ -30,12 +31,21 @@ impl MemoryFloor {
     /// The floor of one rank of `layout` training `model` with `optim` and ZeRO stage `zero`.
     pub fn of(model: &ModelConfig, optim: &OptimConfig, zero: u8, layout: &ExpertLayout) -> Self {
         let info = model_info(model, 1);
-        let experts = info.routed_expert_params / layout.ep as u64;
-        let shared = info.total_params + info.mtp_params - info.routed_expert_params;
-        let params = shared + experts;
+        let all = info.total_params + info.mtp_params;
+        // With expert parallelism a rank holds 1/E of the routed experts, whose state stays whole
+        // on their holders; everything else (without it, the experts too) is held by every rank
+        // and has its moments sharded by ZeRO-1.
+        let (everywhere, experts) = match layout.ep {
+            1 => (all, 0),
+            ep => (
+                all - info.routed_expert_params,
+                info.routed_expert_params / ep as u64,
+            ),
+        };
+        let params = everywhere + experts;
         let sharded = match zero {
-            1 => shared.div_ceil(layout.world as u64),
-            _ => shared,
+            1 => everywhere.div_ceil(layout.world as u64),
+            _ => everywhere,
         };
         let moment = match optim.moments {
             Moments::Fp32 => 4,
@@ -216,6 +226,11 @@ mod tests {
         let zero1 = MemoryFloor::of(&model, &OptimConfig::default(), 1, &layout);
         let shared = single.weights / 4 - routed;
         assert_eq!(zero1.moments, 8 * (shared.div_ceil(4) + routed / 2));
+        // Without expert parallelism ZeRO-1 shards the experts' moments with the rest.
+        let layout = ExpertLayout::new(1, 0, 4, &model).unwrap();
+        let zero1 = MemoryFloor::of(&model, &OptimConfig::default(), 1, &layout);
+        assert_eq!(zero1.weights, single.weights);
+        assert_eq!(zero1.moments, 8 * (single.weights / 4).div_ceil(4));
         let bf16 = OptimConfig {
             moments: Moments::Bf16,
             ..OptimConfig::default()

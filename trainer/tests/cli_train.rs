@@ -78,10 +78,26 @@ fn model_info_reports_deepseek_v3_sizes() {
     let active = info["activated_params"].as_f64().unwrap() / 1e9;
     assert!((670.0..672.5).contains(&total), "{total}");
     assert!((36.5..37.9).contains(&active), "{active}");
+    // 16 bytes per parameter on one rank (MTP included); ZeRO-1 over 8 leaves weights and
+    // gradients whole (8 bytes) and an eighth of the moments; expert parallelism over 8 divides
+    // the routed experts (most of the 671B) too.
+    let state = &info["training_state_per_rank"];
+    let tib = |key: &str| state[key].as_f64().unwrap() / (1u64 << 40) as f64;
+    assert_eq!(state["ranks"], 8);
+    assert!((9.8..10.0).contains(&tib("one_rank")), "{state}");
+    assert!(
+        (tib("one_rank") * 9.0 / 16.0 - tib("zero1")).abs() < 0.01,
+        "{state}"
+    );
+    assert!(tib("zero1_expert_parallel") < tib("zero1") / 4.0, "{state}");
     let text =
         String::from_utf8(whale(&["model", "info", "configs/model/deepseek-v2-lite.toml"]).stdout)
             .unwrap();
     assert!(text.contains("KV cache/token"), "{text}");
+    assert!(
+        text.contains("training/rank") && text.contains("expert_parallel 8"),
+        "{text}"
+    );
 }
 
 #[test]
