@@ -31,6 +31,11 @@ int whale_autocast_enter(int cuda, int enabled, int dtype, int* prev_enabled, in
   }
 }
 
+// Whether autocast of the device type (`cuda` != 0: CUDA, else CPU) is on.
+int whale_autocast_enabled(int cuda) {
+  return at::autocast::is_autocast_enabled(device_type(cuda)) ? 1 : 0;
+}
+
 // Leaves the nesting level `whale_autocast_enter` entered and restores the state it replaced; the
 // outermost exit drops autocast's cache of casted weights.
 void whale_autocast_exit(int cuda, int prev_enabled, int prev_dtype) {

@@ -19,6 +19,13 @@ extern "C" {
         err_len: i64,
     ) -> c_int;
     fn whale_autocast_exit(cuda: c_int, prev_enabled: c_int, prev_dtype: c_int);
+    fn whale_autocast_enabled(cuda: c_int) -> c_int;
+}
+
+/// Whether autocast is on for `device`'s type here (in a `bf16` scope with `on`).
+pub fn enabled(device: Device) -> bool {
+    // SAFETY: reads thread-local state.
+    unsafe { whale_autocast_enabled(device.is_cuda() as c_int) != 0 }
 }
 
 /// Restores the autocast state a scope replaced, also when the scope unwinds.
@@ -67,11 +74,16 @@ mod tests {
         let x = Tensor::randn([4, 8], (Kind::Float, Device::Cpu));
         let w = Tensor::randn([3, 8], (Kind::Float, Device::Cpu));
         let y = bf16(Device::Cpu, true, || {
-            let inner = bf16(Device::Cpu, false, || x.linear::<Tensor>(&w, None));
+            let inner = bf16(Device::Cpu, false, || {
+                assert!(!enabled(Device::Cpu));
+                x.linear::<Tensor>(&w, None)
+            });
             assert_eq!(inner.kind(), Kind::Float, "a nested scope turns it off");
+            assert!(enabled(Device::Cpu));
             x.linear::<Tensor>(&w, None)
         });
         assert_eq!(y.kind(), Kind::BFloat16);
+        assert!(!enabled(Device::Cpu));
         assert_eq!(x.linear::<Tensor>(&w, None).kind(), Kind::Float, "restored");
         let err = (y.to_kind(Kind::Float) - x.linear::<Tensor>(&w, None))
             .abs()

@@ -49,6 +49,9 @@ pub struct Block {
     pub self_attn: Attention,
     pub post_attention_layernorm: RmsNorm,
     pub mlp: Ffn,
+    /// Keep only the input of the attention sub-layer for the backward, which computes the rest
+    /// again (`recompute`).
+    pub recompute_attention: bool,
 }
 
 impl Block {
@@ -85,6 +88,7 @@ impl Block {
                 cfg.norm_eps,
             ),
             mlp,
+            recompute_attention: false,
         }
     }
 
@@ -96,10 +100,18 @@ impl Block {
         rope: &Rope,
         exempt: Option<&Tensor>,
     ) -> (Tensor, Option<MoeStats>) {
-        let x = x + self
-            .self_attn
-            .forward(&self.input_layernorm.forward(x), rope);
+        let x = match self.recompute_attention && x.requires_grad() {
+            true => crate::recompute::attention(self, x, rope),
+            false => self.attention(x, rope),
+        };
         self.ffn(&x, exempt)
+    }
+
+    /// x + attention(RMSNorm(x)).
+    pub(crate) fn attention(&self, x: &Tensor, rope: &Rope) -> Tensor {
+        x + self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x), rope)
     }
 
     /// `forward` for new tokens after the positions held in `cache` (incremental decoding).

@@ -19,6 +19,7 @@ use crate::moe::{Moe, MoeStats};
 use crate::mtp::MtpModule;
 use crate::norm::RmsNorm;
 use crate::rope::Rope;
+use crate::train::Recompute;
 
 #[derive(Debug)]
 pub struct Model {
@@ -283,6 +284,17 @@ impl Model {
     /// The balancing biases of every MoE layer, in the order of `Losses::loads`.
     pub fn gate_biases(&mut self) -> Vec<&mut Tensor> {
         self.moe_layers().map(|moe| &mut moe.gate.bias).collect()
+    }
+
+    /// Makes every block (MTP modules' too) recompute what `recompute` says in the backward.
+    pub fn set_recompute(&mut self, recompute: Recompute) {
+        let blocks = self
+            .layers
+            .iter_mut()
+            .chain(self.mtp.iter_mut().map(|m| &mut m.block));
+        for block in blocks {
+            block.recompute_attention = recompute == Recompute::Attention;
+        }
     }
 
     /// Runs the routed experts of every MoE layer along `path`.

@@ -66,6 +66,26 @@ pub struct TrainConfig {
     /// How the ranks of a multi-process job share the work (ZeRO stage).
     #[serde(default)]
     pub distributed: DistributedConfig,
+    /// Activations computed again in the backward instead of kept (`recompute`).
+    #[serde(default, skip_serializing_if = "Recompute::is_none")]
+    pub recompute: Recompute,
+}
+
+/// What the backward computes again instead of keeping from the forward.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Recompute {
+    /// Keep every activation.
+    #[default]
+    None,
+    /// Each block's attention sub-layer keeps only its input.
+    Attention,
+}
+
+impl Recompute {
+    fn is_none(&self) -> bool {
+        *self == Recompute::None
+    }
 }
 
 fn default_keep_checkpoints() -> usize {
@@ -196,7 +216,8 @@ impl Trainer {
         tch::manual_seed(cfg.seed as i64);
         let vs = nn::VarStore::new(device);
         let experts = layout.shard(model_cfg.n_routed_experts);
-        let model = Model::with_experts(&vs.root(), model_cfg, precision, experts);
+        let mut model = Model::with_experts(&vs.root(), model_cfg, precision, experts);
+        model.set_recompute(cfg.recompute);
         let mut named: Vec<(String, Tensor)> = vs
             .variables()
             .into_iter()
