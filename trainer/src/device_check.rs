@@ -19,7 +19,7 @@ use crate::fp8::{self, ScaleMode};
 use crate::linear::Precision;
 use crate::mlp::Mlp;
 use crate::optim::release_grads;
-use crate::train::{TrainConfig, Trainer};
+use crate::train::{Recompute, TrainConfig, Trainer};
 
 /// Waits for the device's queued work (a no-op on CPU), so host clocks time the kernels.
 fn sync(device: Device) {
@@ -187,11 +187,12 @@ pub fn experts_pass(
 /// A one-rank process group on this device's backend (NCCL on CUDA, Gloo on CPU): each
 /// collective data parallelism uses on a known tensor, then `steps` training steps of `model`
 /// through the data-parallel plan over that group, against the same steps of one process without a
-/// group: with ZeRO-0 (each gradient bucket all-reduced from the hooks during the backward) and
+/// group: with ZeRO-0 (each gradient bucket all-reduced from the hooks during the backward; the
+/// attention recomputed in the backward, whose re-entrant backward also feeds the buckets) and
 /// with ZeRO-1 (each bucket reduce-scattered from the hooks, the weights all-gathered in rounds of
-/// `bucket_mb`). One rank's collectives change nothing, so the losses must agree: a bucket or
-/// round read before its collective has written it (a stream-ordering fault, which only a GPU can
-/// show) scrambles the weights and fails the check.
+/// `bucket_mb`). One rank's collectives and the recomputation change nothing, so the losses must
+/// agree: a bucket or round read before its collective has written it (a stream-ordering fault,
+/// which only a GPU can show) scrambles the weights and fails the check.
 pub fn process_group(
     device: Device,
     model: &ModelConfig,
@@ -231,9 +232,10 @@ pub fn process_group(
     // Progress on stderr as it happens: a group that hangs on teardown still leaves its results.
     eprintln!("process-group: {backend:?} collectives of one rank ok in {collectives_ms:.0} ms");
 
-    let new_trainer = |zero: u8| {
+    let new_trainer = |zero: u8, recompute: Recompute| {
         let mut train = train.clone();
         train.distributed.zero = zero;
+        train.recompute = recompute;
         // NCCL's default for ZeRO-1, chosen on Gloo too: the CPU run walks the GPU's path.
         train.distributed.reduce_scatter = (zero == 1).then_some(true);
         Trainer::new(
@@ -265,8 +267,11 @@ pub fn process_group(
             })
             .collect::<Result<Vec<f64>>>()
     };
-    let mut reference = new_trainer(0)?;
-    let mut grouped = [new_trainer(0)?, new_trainer(1)?];
+    let mut reference = new_trainer(0, Recompute::None)?;
+    let mut grouped = [
+        new_trainer(0, Recompute::Attention)?,
+        new_trainer(1, Recompute::None)?,
+    ];
     for trainer in &mut grouped {
         trainer.copy_weights_from(&reference)?;
     }
@@ -274,7 +279,7 @@ pub fn process_group(
     drop(reference);
     let [mut zero0, mut zero1] = grouped;
     zero0.distribute(group.subgroup("zero0", &[0])?)?;
-    let zero0_losses = run(&mut zero0, "ZeRO-0 group")?;
+    let zero0_losses = run(&mut zero0, "ZeRO-0 group (attention recomputed)")?;
     drop(zero0);
     zero1.distribute(group)?;
     let losses = run(&mut zero1, "ZeRO-1 group")?;
@@ -292,9 +297,14 @@ pub fn process_group(
     ] {
         ensure!(
             diff < 1e-2,
-            "{backend:?}: ZeRO-{zero} training over a one-rank group diverged from one process \
+            "{backend:?}: ZeRO-{zero} training over a one-rank group{} diverged from one process \
              (losses {losses:?} vs {alone:?}): the data-parallel step corrupts the weights on \
-             this device"
+             this device",
+            if zero == 0 {
+                " with the attention recomputed"
+            } else {
+                ""
+            }
         );
     }
     Ok(json!({

@@ -46,8 +46,8 @@ enum What {
         tokens: i64,
     },
     /// A one-rank process group (NCCL on CUDA, Gloo on CPU): every collective data parallelism
-    /// uses, then --steps ZeRO-0 and --steps ZeRO-1 training steps of --model with --config over
-    /// that group, which must match the same steps in one process.
+    /// uses, then --steps ZeRO-0 (attention recomputed) and --steps ZeRO-1 training steps of
+    /// --model with --config over that group, which must match the same steps in one process.
     ProcessGroup {
         /// Model config to train.
         #[arg(long, default_value = "configs/model/tiny.toml")]
