@@ -50,6 +50,17 @@ extern "C" {
     ) -> c_int;
 }
 
+/// Whether autograd records operations here (not inside `tch::no_grad` or a backward): a node
+/// made when it does not would never run, so what it saves would be computed for nothing.
+pub fn grad_enabled() -> bool {
+    // SAFETY: sets the thread-local grad mode to what it was.
+    unsafe {
+        let previous = torch_sys::at_grad_set_enabled(1);
+        torch_sys::at_grad_set_enabled(previous);
+        previous != 0
+    }
+}
+
 /// A backward pass: maps the saved tensors, the node's `flags` and the output gradient to one
 /// gradient per input (`None` where an input needs none).
 pub trait CustomGrad {
@@ -175,6 +186,17 @@ mod tests {
         ((&y * 2.0).sum(Kind::Float) + x.sum(Kind::Float)).backward();
         let want = Tensor::full([3, 4], 7.0, (Kind::Float, Device::Cpu));
         assert!(x.grad().allclose(&want, 0.0, 0.0, false));
+    }
+
+    #[test]
+    fn grad_mode_is_read_without_changing_it() {
+        assert!(grad_enabled());
+        tch::no_grad(|| {
+            assert!(!grad_enabled());
+            assert!(!grad_enabled(), "reading it left it off");
+            tch::with_grad(|| assert!(grad_enabled()));
+        });
+        assert!(grad_enabled());
     }
 
     #[test]

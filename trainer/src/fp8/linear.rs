@@ -52,7 +52,7 @@ pub fn fp8_linear(x: &Tensor, w: &Tensor, recipe: &Recipe) -> Result<Tensor> {
     }
     *out_shape.last_mut().expect("checked above") = n;
     let x2 = x.reshape([-1, k]);
-    let needs_grad = x.requires_grad() || w.requires_grad();
+    let needs_grad = custom_grad::grad_enabled() && (x.requires_grad() || w.requires_grad());
     let (y, saved) = tch::no_grad(|| -> Result<(Tensor, Vec<Tensor>)> {
         let qx = quantize(&x2, Granularity::Tile, recipe.scale_mode)?;
         let qw = quantize(w, Granularity::Block, recipe.scale_mode)?;
