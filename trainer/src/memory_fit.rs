@@ -7,7 +7,6 @@
 //! lower, not a panic and a page of C++ frames.
 
 use anyhow::{bail, Result};
-use serde::Serialize;
 use tch::Device;
 
 use crate::config::ModelConfig;
@@ -16,7 +15,7 @@ use crate::info::model_info;
 use crate::optim::{Moments, OptimConfig};
 
 /// Bytes one rank holds for the model's state, activations aside.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryFloor {
     /// FP32 master weights: the shared parameters and this rank's routed experts.
     pub weights: u64,
