@@ -13,6 +13,7 @@ use crate::mlp::Mlp;
 use crate::moe::{Moe, MoeStats};
 use crate::norm::RmsNorm;
 use crate::rope::Rope;
+use crate::train::Recompute;
 
 /// The attention of a layer, as `attention` in the model config says.
 #[derive(Debug)]
@@ -49,9 +50,8 @@ pub struct Block {
     pub self_attn: Attention,
     pub post_attention_layernorm: RmsNorm,
     pub mlp: Ffn,
-    /// Keep only the input of the attention sub-layer for the backward, which computes the rest
-    /// again (`recompute`).
-    pub recompute_attention: bool,
+    /// What the backward computes again instead of keeping (`recompute`).
+    pub recompute: Recompute,
 }
 
 impl Block {
@@ -88,7 +88,7 @@ impl Block {
                 cfg.norm_eps,
             ),
             mlp,
-            recompute_attention: false,
+            recompute: Recompute::None,
         }
     }
 
@@ -100,11 +100,23 @@ impl Block {
         rope: &Rope,
         exempt: Option<&Tensor>,
     ) -> (Tensor, Option<MoeStats>) {
-        let x = match self.recompute_attention && x.requires_grad() {
-            true => crate::recompute::attention(self, x, rope),
-            false => self.attention(x, rope),
-        };
-        self.ffn(&x, exempt)
+        match (self.recompute, x.requires_grad()) {
+            (Recompute::Block, true) => crate::recompute::block(self, x, rope, exempt),
+            (Recompute::Attention, true) => {
+                self.ffn(&crate::recompute::attention(self, x, rope), exempt)
+            }
+            _ => self.forward_kept(x, rope, exempt),
+        }
+    }
+
+    /// `forward` keeping every activation for the backward.
+    pub(crate) fn forward_kept(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        exempt: Option<&Tensor>,
+    ) -> (Tensor, Option<MoeStats>) {
+        self.ffn(&self.attention(x, rope), exempt)
     }
 
     /// x + attention(RMSNorm(x)).

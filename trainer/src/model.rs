@@ -293,7 +293,7 @@ impl Model {
             .iter_mut()
             .chain(self.mtp.iter_mut().map(|m| &mut m.block));
         for block in blocks {
-            block.recompute_attention = recompute == Recompute::Attention;
+            block.recompute = recompute;
         }
     }
 

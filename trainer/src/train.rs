@@ -80,6 +80,8 @@ pub enum Recompute {
     None,
     /// Each block's attention sub-layer keeps only its input.
     Attention,
+    /// Each block (attention and FFN, MoE included) keeps only its input.
+    Block,
 }
 
 impl Recompute {
