@@ -141,7 +141,7 @@ lines += ["", "## Targets (issue 17)", "", "| target | measured | |", "|---|---|
           f"| native vs emulated loss curves (max step difference) | {fmt(curve and 100 * curve, '{:.3f}%')} over {len(pairs)} steps | |",
           f"| grouped experts = loop (outputs / gradients, rel.) | {fmt(experts.get('output_rel_err'), '{:.2e}')} / {fmt(experts.get('grad_rel_err'), '{:.2e}')} | {verdict(None if not experts else experts['output_rel_err'] < 2e-2 and experts['grad_rel_err'] < 2e-2)} |",
           f"| grouped experts speed (layer fwd+bwd / whole step) | {fmt(experts.get('grouped_speedup'), '{:.2f}×')} / {fmt(ratio(bf16['median_tokens_per_second'], loop['median_tokens_per_second']), '{:.2f}×')} | |",
-          f"| one-rank {nccl.get('backend', 'NCCL')} group: collectives + ZeRO-0 (attention recomputed) and ZeRO-1 steps | {nccl.get('collectives', '—')}; last loss {fmt(nccl['main_losses'][-1]) if nccl.get('main_losses') else '—'}, largest relative difference from one process {fmt(nccl['max_rel_diff'], '{:.1e}') if 'max_rel_diff' in nccl else '—'} | {verdict(bool(nccl) if steps_status.get('nccl') else None)} |",
+          f"| one-rank {nccl.get('backend', 'NCCL')} group: collectives + ZeRO-0 (blocks recomputed) and ZeRO-1 steps | {nccl.get('collectives', '—')}; last loss {fmt(nccl['main_losses'][-1]) if nccl.get('main_losses') else '—'}, largest relative difference from one process {fmt(nccl['max_rel_diff'], '{:.1e}') if 'max_rel_diff' in nccl else '—'} | {verdict(bool(nccl) if steps_status.get('nccl') else None)} |",
           ]
 lines += [f"- {l}" for l in read("nccl", "err").splitlines() if l.startswith("process-group:")]
 lines += ["", "## Generation (BF16 checkpoint; greedy, then MTP speculative)", ""]

@@ -188,7 +188,7 @@ pub fn experts_pass(
 /// collective data parallelism uses on a known tensor, then `steps` training steps of `model`
 /// through the data-parallel plan over that group, against the same steps of one process without a
 /// group: with ZeRO-0 (each gradient bucket all-reduced from the hooks during the backward; the
-/// attention recomputed in the backward, whose re-entrant backward also feeds the buckets) and
+/// blocks recomputed in the backward, whose re-entrant backward also feeds the buckets) and
 /// with ZeRO-1 (each bucket reduce-scattered from the hooks, the weights all-gathered in rounds of
 /// `bucket_mb`). One rank's collectives and the recomputation change nothing, so the losses must
 /// agree: a bucket or round read before its collective has written it (a stream-ordering fault,
@@ -269,7 +269,7 @@ pub fn process_group(
     };
     let mut reference = new_trainer(0, Recompute::None)?;
     let mut grouped = [
-        new_trainer(0, Recompute::Attention)?,
+        new_trainer(0, Recompute::Block)?,
         new_trainer(1, Recompute::None)?,
     ];
     for trainer in &mut grouped {
@@ -279,7 +279,7 @@ pub fn process_group(
     drop(reference);
     let [mut zero0, mut zero1] = grouped;
     zero0.distribute(group.subgroup("zero0", &[0])?)?;
-    let zero0_losses = run(&mut zero0, "ZeRO-0 group (attention recomputed)")?;
+    let zero0_losses = run(&mut zero0, "ZeRO-0 group (blocks recomputed)")?;
     drop(zero0);
     zero1.distribute(group)?;
     let losses = run(&mut zero1, "ZeRO-1 group")?;
@@ -301,7 +301,7 @@ pub fn process_group(
              (losses {losses:?} vs {alone:?}): the data-parallel step corrupts the weights on \
              this device",
             if zero == 0 {
-                " with the attention recomputed"
+                " with the blocks recomputed"
             } else {
                 ""
             }

@@ -46,7 +46,7 @@ enum What {
         tokens: i64,
     },
     /// A one-rank process group (NCCL on CUDA, Gloo on CPU): every collective data parallelism
-    /// uses, then --steps ZeRO-0 (attention recomputed) and --steps ZeRO-1 training steps of
+    /// uses, then --steps ZeRO-0 (blocks recomputed) and --steps ZeRO-1 training steps of
     /// --model with --config over that group, which must match the same steps in one process.
     ProcessGroup {
         /// Model config to train.
