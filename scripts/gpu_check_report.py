@@ -65,6 +65,7 @@ for name in RUNS:
         "median_tokens_per_second": statistics.median(speeds) if speeds else None,
         "mfu": (summary or {}).get("mfu") if isinstance(summary, dict) else None,
         "gpu_memory": (summary or {}).get("gpu_memory") if isinstance(summary, dict) else None,
+        "profile": (summary or {}).get("profile") if isinstance(summary, dict) else None,
         "notes": notes,
     }
     if runs[name]["mfu"] is None and rows and rows[0].get("mfu") is not None:
@@ -106,6 +107,19 @@ for name, r in runs.items():
                  f"{fmt(r['median_tokens_per_second'], '{:.0f}')} | {fmt(r['mfu'] and 100 * r['mfu'], '{:.1f}%')} | {mem} |")
 for name, r in runs.items():
     lines += [f"- {name}: {n}" for n in r["notes"]]
+
+for name, r in runs.items():
+    if not r["profile"]:
+        continue
+    p, s = r["profile"], r["profile"]["summary"]
+    busy = fmt(s["gpu_busy"] and 100 * s["gpu_busy"], "{:.1f}%")
+    lines += ["", f"## Profile of {name}, steps {p['steps']['first']}-{p['steps']['last']} "
+              f"(all tables: profile-{name}.md; trace: profile-{name}.json.gz)", "",
+              f"- {s['step_ms']:.1f} ms per step, GPU busy {busy}, "
+              f"{s['host_reads_per_step']:.1f} device reads per step", "",
+              "| GPU time by kind (or CPU operator) | ms per step | share of step |", "|---|---|---|"]
+    for t in (s["gpu_kinds"] or s["cpu_ops"][:8]) + s["gpu_kernels"][:6]:
+        lines.append(f"| {t['name'][:90]} | {t['ms_per_step']:.2f} | {100 * t['share']:.1f}% |")
 
 bf16, native, emulated, loop = (runs[n] for n in ["bf16", "fp8-native", "fp8-emulated", "bf16-loop"])
 if not bf16["steps"]:  # the grouped experts failed and the loop's full run stood in

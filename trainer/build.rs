@@ -11,7 +11,8 @@
 //!   (`src/dist/`), with gloo's declarations from Debian's `libgloo-dev` when installed (see the
 //!   comment at the top of dist.cpp for why that is ABI-safe);
 //! - `src/autocast.cpp`: autocast on any device type in a chosen dtype (`src/autocast.rs`);
-//! - `src/cuda_info.cpp`: the GPU's name and the caching allocator's peak (`src/cuda_info.rs`).
+//! - `src/cuda_info.cpp`: the GPU's name and the caching allocator's peak (`src/cuda_info.rs`);
+//! - `src/profiler.cpp`: the PyTorch profiler (libkineto) over chosen steps (`src/profile.rs`).
 //!
 //! The CUDA parts (NCCL group, device name, memory peak) compile against the CUDA and NCCL headers
 //! the torch wheel's `nvidia-*` packages install beside it (`site-packages/nvidia/{cu13,nccl}`);
@@ -69,6 +70,7 @@ fn compile_cpp(lib_dir: &std::path::Path) {
         "src/dist.cpp",
         "src/autocast.cpp",
         "src/cuda_info.cpp",
+        "src/profiler.cpp",
     ];
     for src in srcs.iter().chain(&["src/cpp_error.h"]) {
         println!("cargo:rerun-if-changed={src}");

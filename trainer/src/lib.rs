@@ -37,6 +37,7 @@ pub mod mtp;
 pub mod norm;
 pub mod optim;
 pub mod plot;
+pub mod profile;
 pub mod recompute;
 pub mod rope;
 pub mod run;

@@ -27,6 +27,7 @@ use crate::info::model_info;
 use crate::init_from::{self, InitFrom, OptimizerStart, Origin};
 use crate::linear::Precision;
 use crate::memory_fit::{self, MemoryFloor};
+use crate::profile::{self, ProfileReport, ProfileSteps, Recording};
 use crate::train::{resume_point, MetricsLog, NonFiniteLoss, StepMetrics, TrainConfig, Trainer};
 
 /// Where the tokens come from.
@@ -72,6 +73,8 @@ pub struct RunOptions {
     pub val_shards: Option<PathBuf>,
     /// Start a new phase from another run's checkpoint (ignored when resuming this run).
     pub init_from: Option<InitFrom>,
+    /// Record these steps with the PyTorch profiler into `run_dir/profile/`.
+    pub profile: Option<ProfileSteps>,
 }
 
 /// The one-line result of a run.
@@ -95,6 +98,8 @@ pub struct RunSummary {
     pub mfu: Option<f64>,
     /// The most GPU memory the run held (CUDA only).
     pub gpu_memory: Option<MemoryPeak>,
+    /// This rank's profile of the `--profile-steps`, when they ran.
+    pub profile: Option<ProfileReport>,
     pub seconds: f64,
     pub checkpoint: PathBuf,
     pub run_dir: PathBuf,
@@ -270,8 +275,41 @@ fn describe(m: &StepMetrics) -> String {
     )
 }
 
+/// The line a profile ends with: where its files are and what it found first.
+fn describe_profile(r: &ProfileReport) -> String {
+    let s = &r.summary;
+    let busy = s
+        .gpu_busy
+        .map(|b| format!(", GPU busy {:.0}% of the step", b * 100.0))
+        .unwrap_or_default();
+    let top = s
+        .gpu_kinds
+        .first()
+        .or(s.cpu_ops.first())
+        .map(|t| format!(", most time in {} ({:.0}%)", t.name, t.share * 100.0))
+        .unwrap_or_default();
+    format!(
+        "profile: steps {}-{}, {:.1} ms per step{busy}{top}, {:.0} device reads per step → {} (trace: {})",
+        r.steps.first,
+        r.steps.last,
+        s.step_ms,
+        s.host_reads_per_step,
+        r.table.display(),
+        r.trace.display()
+    )
+}
+
 /// Runs (or resumes) training as described by `opts`.
 pub fn run(opts: &RunOptions) -> Result<RunSummary> {
+    if let (Some(p), Some(max)) = (opts.profile, opts.max_steps) {
+        if p.first > max {
+            bail!(
+                "--profile-steps {}-{} starts after the last step (--steps {max}): profile steps the run reaches",
+                p.first,
+                p.last
+            );
+        }
+    }
     crate::host_memory::keep_freed_memory();
     memory_fit::quiet_out_of_memory_panics();
     if let Some(n) = opts.threads {
@@ -354,7 +392,14 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         trainer.distribute(ProcessGroup::join(place, backend, opts.dist_timeout)?)?;
     }
     let leader = trainer.is_leader();
+    let rank = opts.placement.as_ref().map_or(0, |p| p.rank);
     let resumed_from_step = saved.as_ref().map(|(_, s)| s.step);
+    if let Some(p) = opts.profile.filter(|p| leader && p.last <= trainer.step) {
+        eprintln!(
+            "profile: steps {}-{} ran before this resume (at step {}): nothing to profile",
+            p.first, p.last, trainer.step
+        );
+    }
     let metrics = opts.run_dir.join("metrics.jsonl");
     let mut log = leader
         .then(|| MetricsLog::open(&metrics, trainer.step))
@@ -382,6 +427,9 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     // Every rank takes part (ZeRO-1 gathers the moments); rank 0 writes. Ranks decide when from
     // the step alone, so they always agree.
     let mut saved_step = resumed_from_step;
+    // The profiler while it records `--profile-steps`, and the first step it records.
+    let mut recording: Option<(Recording, u64)> = None;
+    let mut profiled: Option<ProfileReport> = None;
     let checkpoint_now = |trainer: &Trainer, source: &dyn BatchSource| -> Result<PathBuf> {
         let dir = checkpoint::checkpoint_dir(&opts.run_dir, trainer.step);
         trainer.save(&dir, &trainer.state(source.state()?, tokenizer_hash))?;
@@ -391,11 +439,20 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
         Ok(dir)
     };
     while trainer.tokens < train_cfg.total_tokens && trainer.step < last_step {
+        let next = trainer.step + 1;
+        let profile_now = opts
+            .profile
+            .is_some_and(|p| (p.first..=p.last).contains(&next));
+        if recording.is_none() && profiled.is_none() && profile_now {
+            recording = Some((Recording::start(opts.device)?, next));
+        }
+        let mark = recording.as_ref().map(|(r, _)| r.mark_step(next));
         // A failed allocation panics inside tch (or comes back as an error): either way it ends
         // the run with its reason and what to lower.
         let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             trainer.train_step(source.as_mut())
         }));
+        drop(mark);
         let oom = |reason: &str| {
             memory_fit::step_out_of_memory(
                 reason,
@@ -433,6 +490,20 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
             .peak_flops
             .map(|peak| flops_per_token * m.tokens_per_second / peak);
         let ending = trainer.tokens >= train_cfg.total_tokens || trainer.step >= last_step;
+        if opts.profile.is_some_and(|p| p.last == m.step) || ending {
+            if let Some((r, first)) = recording.take() {
+                let steps = ProfileSteps {
+                    first,
+                    last: m.step,
+                };
+                let dir = opts.run_dir.join("profile");
+                let report = profile::finish(r, opts.device, steps, rank, &dir)?;
+                if leader {
+                    bar.suspend(|| eprintln!("{}", describe_profile(&report)));
+                }
+                profiled = Some(report);
+            }
+        }
         let every = train_cfg.eval_every;
         if let Some((_, set)) = &validation {
             if ending || (every > 0 && m.step % every == 0) {
@@ -480,6 +551,7 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
             .is_cuda()
             .then(|| memory_peak(opts.device))
             .transpose()?,
+        profile: profiled,
         seconds,
         checkpoint,
         run_dir: opts.run_dir.clone(),
@@ -599,6 +671,7 @@ mod tests {
             dist_timeout: Duration::from_secs(60),
             val_shards: None,
             init_from: None,
+            profile: None,
         }
     }
 

@@ -71,6 +71,71 @@ fn train_resume_matches_uninterrupted_run() {
 }
 
 #[test]
+fn profile_steps_write_a_trace_and_a_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let s = train(&run, &["--steps", "4", "--profile-steps", "2-3"]);
+    let p = &s["profile"];
+    assert_eq!(p["steps"], serde_json::json!({"first": 2, "last": 3}));
+    assert_eq!(p["summary"]["steps"], 2);
+    assert!(
+        p["summary"]["gpu_busy"].is_null(),
+        "a CPU run has no GPU time"
+    );
+    // Every step reads its losses back from the device at least once.
+    assert!(
+        p["summary"]["host_reads_per_step"].as_f64().unwrap() >= 1.0,
+        "{p}"
+    );
+    let ops: Vec<&str> = p["summary"]["cpu_ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert!(ops.iter().any(|o| o.starts_with("aten::")), "{ops:?}");
+    let trace = run.join("profile/rank0-steps-2-3.json");
+    assert_eq!(p["trace"].as_str().unwrap(), trace.to_str().unwrap());
+    let trace: serde_json::Value = serde_json::from_slice(&std::fs::read(trace).unwrap()).unwrap();
+    let steps: Vec<&str> = trace["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .filter(|n| n.starts_with("ProfilerStep#"))
+        .collect();
+    assert_eq!(steps, ["ProfilerStep#2", "ProfilerStep#3"]);
+    let table = std::fs::read_to_string(run.join("profile/rank0-steps-2-3.md")).unwrap();
+    assert!(table.contains("Profile of steps 2–3 on rank 0"), "{table}");
+    // The run itself is unchanged: four steps, four metrics rows.
+    assert_eq!(losses(&run).len(), 4);
+
+    let late = common::run(&[
+        "train",
+        "--synthetic",
+        "--out",
+        dir.path().join("late").to_str().unwrap(),
+        "--steps",
+        "2",
+        "--profile-steps",
+        "5-6",
+    ]);
+    assert!(!late.status.success());
+    let err = String::from_utf8_lossy(&late.stderr);
+    assert!(err.contains("starts after the last step"), "{err}");
+    let bad = dir.path().join("bad");
+    let bad = common::run(&[
+        "train",
+        "--synthetic",
+        "--out",
+        bad.to_str().unwrap(),
+        "--profile-steps",
+        "3-1",
+    ]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("FIRST may not exceed LAST"));
+}
+
+#[test]
 fn model_info_reports_deepseek_v3_sizes() {
     let out = whale(&["model", "info", "configs/model/deepseek-v3.toml", "--json"]);
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

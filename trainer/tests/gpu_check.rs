@@ -55,4 +55,17 @@ fn gpu_check_runs_every_step_on_cpu() {
     assert_eq!(results["checks"]["nccl"]["backend"], "Gloo");
     let curve = std::fs::read_to_string(out.path().join("metrics-bf16.jsonl")).unwrap();
     assert_eq!(curve.lines().count(), 3);
+    // The bf16 run's profile comes back: its summary in the report and whole, and its trace.
+    assert!(report.contains("## Profile of bf16, steps 2-3"), "{report}");
+    let profile = std::fs::read_to_string(out.path().join("profile-bf16.md")).unwrap();
+    assert!(
+        profile.contains("## CPU operators (self time)"),
+        "{profile}"
+    );
+    assert!(out.path().join("profile-bf16.json.gz").is_file());
+    let files = std::fs::read_dir(out.path()).unwrap().count();
+    assert!(
+        files <= 8,
+        "{files} files: a device run brings back 8 at most"
+    );
 }

@@ -112,6 +112,13 @@ pub struct Args {
     /// Seconds a rank waits for the others (rendezvous, each exchange) before the job fails.
     #[arg(long, default_value_t = 600)]
     dist_timeout: u64,
+    /// Record optimizer steps FIRST-LAST (or one step N, numbered as in metrics.jsonl) with the
+    /// PyTorch profiler: every rank writes OUT/profile/rankR-steps-FIRST-LAST.json, a Chrome trace
+    /// for Perfetto (ui.perfetto.dev) or chrome://tracing, and a .md summary beside it (GPU busy
+    /// share, time by kernel and kind of kernel, CPU operators by self time, CUDA runtime calls,
+    /// device reads per step). Skip the first steps, which include warm-up.
+    #[arg(long, value_name = "FIRST-LAST")]
+    profile_steps: Option<String>,
 }
 
 #[derive(clap::Subcommand)]
@@ -225,6 +232,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             checkpoint,
             keep_optimizer: args.keep_optimizer,
         }),
+        profile: args.profile_steps.as_deref().map(str::parse).transpose()?,
     };
     let s = run_training(&opts)?;
     if !leader {
