@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
@@ -140,9 +140,14 @@ impl Recording {
 
     /// Stops recording, writes the Chrome trace to `trace` (when given), and returns the events.
     pub fn stop(mut self, trace: Option<&Path>) -> Result<Profile> {
-        self.running = false;
         let path = CString::new(trace.map_or(String::new(), |p| p.display().to_string()))
             .context("the trace path holds a NUL byte")?;
+        self.disable(&path)
+    }
+
+    /// Turns the profiler off, saving the trace to `path` unless it is empty, and takes the events.
+    fn disable(&mut self, path: &CStr) -> Result<Profile> {
+        self.running = false;
         let mut result: *mut c_void = std::ptr::null_mut();
         check("stopping the PyTorch profiler", |err, len| unsafe {
             // SAFETY: `path` and the out-pointer outlive the call.
@@ -159,15 +164,8 @@ impl Drop for Recording {
     /// A run that ends early (an error in a profiled step) still turns the profiler off.
     fn drop(&mut self) {
         if self.running {
-            let mut result: *mut c_void = std::ptr::null_mut();
-            let stopped = check("stopping the PyTorch profiler", |err, len| unsafe {
-                // SAFETY: the out-pointer outlives the call; no trace is written.
-                whale_profiler_stop(std::ptr::null(), &mut result, err, len)
-            });
-            if stopped.is_ok() {
-                // SAFETY: `result` came from whale_profiler_stop and is freed once.
-                unsafe { whale_profile_free(result) };
-            }
+            // No trace; the events are dropped (and an error here has nowhere to go).
+            let _ = self.disable(c"");
         }
     }
 }
@@ -468,9 +466,9 @@ impl Summary {
 pub struct ProfileReport {
     pub steps: ProfileSteps,
     /// The Chrome trace (Perfetto, chrome://tracing, TensorBoard's profiler plugin).
-    pub trace: std::path::PathBuf,
+    pub trace: PathBuf,
     /// The summary in Markdown.
-    pub table: std::path::PathBuf,
+    pub table: PathBuf,
     pub summary: Summary,
 }
 

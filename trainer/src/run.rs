@@ -440,10 +440,11 @@ pub fn run(opts: &RunOptions) -> Result<RunSummary> {
     };
     while trainer.tokens < train_cfg.total_tokens && trainer.step < last_step {
         let next = trainer.step + 1;
+        // Steps past the range never start it again: it is finished at its last step.
         let profile_now = opts
             .profile
             .is_some_and(|p| (p.first..=p.last).contains(&next));
-        if recording.is_none() && profiled.is_none() && profile_now {
+        if recording.is_none() && profile_now {
             recording = Some((Recording::start(opts.device)?, next));
         }
         let mark = recording.as_ref().map(|(r, _)| r.mark_step(next));
