@@ -91,12 +91,18 @@ fn bucket_mb() -> f64 {
     25.0
 }
 
-/// A step's numbers that every rank must agree on, before and after the all-reduce.
+/// A step's numbers that every rank must agree on, before and after the all-reduce. They stay
+/// on the device through the micro-batches: reading them there would stall the GPU after every
+/// backward, so a step reads them once (the all-reduce's read, alone the trainer's).
 pub struct StepStats {
-    /// Loss terms, each the mean over this rank's micro-batches (after: over all ranks).
-    pub means: Vec<f64>,
+    /// Loss terms (Double, one dimension), each the mean over this rank's micro-batches (after:
+    /// over all ranks).
+    pub means: Tensor,
     /// Tokens routed to each expert, per MoE layer, summed over micro-batches (after: and ranks).
     pub loads: Vec<Tensor>,
+    /// Token-to-expert assignments each MoE layer dropped for capacity (Int64, one per layer;
+    /// empty without a capacity factor), summed like the loads.
+    pub dropped: Tensor,
 }
 
 /// One rank of a data-parallel job.
@@ -571,20 +577,22 @@ impl DataParallel {
     /// Combines the step's statistics over ranks and readies the gradients for `step`: returns
     /// which parameters (those held by every rank, then this rank's experts) got a gradient on
     /// some rank holding them, after giving those without one here a zero gradient. `local`
-    /// says which got one here (`after_last_backward`).
+    /// says which got one here (`after_last_backward`). The combined statistics come back on
+    /// the CPU: the one read of the exchange already brought them there.
     pub fn reduce_stats(&self, stats: &mut StepStats, local: &[bool]) -> Result<Vec<bool>> {
-        let n_means = stats.means.len();
+        let n_means = stats.means.numel();
         let (shared, own) = local.split_at(self.params.len());
         let flags: Vec<f64> = shared.iter().map(|&l| l as u8 as f64).collect();
         // On the parameters' device: NCCL moves CUDA tensors only.
         let device = self.params[0].device();
         let mut parts = vec![
-            Tensor::from_slice(&stats.means).to_device(device),
+            stats.means.to_kind(Kind::Double).to_device(device),
             Tensor::from_slice(&flags).to_device(device),
         ];
+        let counts = stats.loads.iter_mut().chain([&mut stats.dropped]);
+        let counts: Vec<&mut Tensor> = counts.collect();
         parts.extend(
-            stats
-                .loads
+            counts
                 .iter()
                 .map(|l| l.to_kind(Kind::Double).to_device(device).view([-1])),
         );
@@ -592,20 +600,18 @@ impl DataParallel {
         self.group.all_reduce(&all, ReduceOp::Sum)?.wait()?;
         let all = Vec::<f64>::try_from(&all)?;
         let world = self.world_size() as f64;
-        for (mean, sum) in stats.means.iter_mut().zip(&all) {
-            *mean = sum / world;
-        }
+        let means: Vec<f64> = all[..n_means].iter().map(|sum| sum / world).collect();
+        stats.means = Tensor::from_slice(&means);
         let anywhere: Vec<bool> = all[n_means..n_means + flags.len()]
             .iter()
             .map(|&n| n > 0.0)
             .collect();
         let mut offset = n_means + flags.len();
-        for load in stats.loads.iter_mut() {
+        for load in counts {
             let n = load.numel();
             *load = Tensor::from_slice(&all[offset..offset + n])
                 .view(load.size().as_slice())
-                .to_kind(load.kind())
-                .to_device(load.device());
+                .to_kind(load.kind());
             offset += n;
         }
         let mut anywhere = anywhere;

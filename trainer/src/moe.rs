@@ -283,7 +283,7 @@ impl Moe {
 /// the whole optimizer step.
 pub fn update_bias(bias: &mut Tensor, load: &Tensor, gamma: f64) {
     tch::no_grad(|| {
-        let load = load.to_kind(Kind::Float);
+        let load = load.to_device(bias.device()).to_kind(Kind::Float);
         let delta = (load.mean(Kind::Float) - &load).sign() * gamma;
         let delta = &delta - delta.mean(Kind::Float);
         let _ = bias.g_add_(&delta);

@@ -116,6 +116,17 @@ const STEP_PREFIX: &str = "ProfilerStep#";
 /// The op whose every call on a GPU is a wait for the device (`Tensor::item` and friends).
 const HOST_READ: &str = "aten::_local_scalar_dense";
 
+/// `Tensor::item`, through which code outside operators reads a device value.
+const ITEM: &str = "aten::item";
+
+/// The CUDA runtime calls that block the CPU until the device has done its queued work.
+const SYNCS: [&str; 4] = [
+    "cudaStreamSynchronize",
+    "cudaDeviceSynchronize",
+    "cudaEventSynchronize",
+    "cudaMemcpy",
+];
+
 /// The profiler while it records. libtorch's profiler is one per process: start one at a time.
 pub struct Recording {
     running: bool,
@@ -247,8 +258,16 @@ pub struct Summary {
     pub step_ms: f64,
     /// Share of the steps' wall time in which a kernel, copy or fill ran on the GPU (None on CPU).
     pub gpu_busy: Option<f64>,
-    /// Device-to-host reads of a value per step (`.item()`): each one a wait for the GPU.
+    /// Reads of a device value per step by whale's own code (`.item()`): on a GPU each one a
+    /// wait for the device.
     pub host_reads_per_step: f64,
+    /// Reads of a device value per step inside operators, by outermost operator (on the CPU,
+    /// fused AdamW's kernel reads each parameter's step count; its CUDA kernel reads none).
+    pub operator_reads: Vec<Counted>,
+    /// CUDA calls per step that block the CPU until the GPU catches up (stream and device
+    /// synchronizations, synchronous copies): every device read and device-to-host copy makes
+    /// one. None on a CPU.
+    pub syncs_per_step: Option<f64>,
     /// GPU time by kind of kernel (matmul, attention, communication, copies, other).
     pub gpu_kinds: Vec<Timed>,
     /// The GPU kernels that took longest.
@@ -257,6 +276,13 @@ pub struct Summary {
     pub cpu_ops: Vec<Timed>,
     /// CUDA runtime and driver calls (kernel launches, synchronizations).
     pub runtime_calls: Vec<Timed>,
+}
+
+/// A count per step of something named.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Counted {
+    pub name: String,
+    pub per_step: f64,
 }
 
 /// How many rows each table keeps.
@@ -333,7 +359,21 @@ impl Profile {
             .iter()
             .filter(|e| e.kind == EventKind::Operator && !e.name.starts_with(STEP_PREFIX))
             .collect();
-        let host_reads = ops.iter().filter(|e| e.name == HOST_READ).count();
+        let caller = callers(&ops);
+        let (own_reads, inside) = host_reads(&ops, &caller);
+        let mut operator_reads: Vec<Counted> = inside
+            .into_iter()
+            .map(|(name, n)| Counted {
+                name,
+                per_step: n as f64 / steps as f64,
+            })
+            .collect();
+        operator_reads.sort_by(|a, b| b.per_step.total_cmp(&a.per_step).then(a.name.cmp(&b.name)));
+        let syncs = self
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::Runtime && SYNCS.contains(&e.name.as_str()))
+            .count();
         Summary {
             steps,
             step_ms: per_step(wall_ns),
@@ -341,10 +381,12 @@ impl Profile {
                 let spans: Vec<(u64, u64)> = gpu.iter().map(|e| (e.start_ns, e.end_ns)).collect();
                 share(covered_within(&spans, &windows))
             }),
-            host_reads_per_step: host_reads as f64 / steps as f64,
+            host_reads_per_step: own_reads as f64 / steps as f64,
+            operator_reads,
+            syncs_per_step: (!gpu.is_empty()).then_some(syncs as f64 / steps as f64),
             gpu_kinds: table(kinds, TOP),
             gpu_kernels: table(kernels, TOP),
-            cpu_ops: table(self_times(&ops), TOP),
+            cpu_ops: table(self_times(&ops, &caller), TOP),
             runtime_calls: table(runtime, TOP),
         }
     }
@@ -356,36 +398,68 @@ fn add(totals: &mut HashMap<String, (u64, u64)>, name: &str, ns: u64) {
     t.1 += ns;
 }
 
+/// The index in `ops` of each op's caller: the op on the same thread that encloses it most
+/// closely (None for a top-level op).
+fn callers(ops: &[&Event]) -> Vec<Option<usize>> {
+    let mut by_thread: HashMap<u64, Vec<usize>> = HashMap::new();
+    for (i, e) in ops.iter().enumerate() {
+        by_thread.entry(e.thread).or_default().push(i);
+    }
+    let mut caller = vec![None; ops.len()];
+    for order in by_thread.values_mut() {
+        // Callers before their callees: by start, the longer first on a tie.
+        order.sort_by_key(|&i| (ops[i].start_ns, std::cmp::Reverse(ops[i].end_ns)));
+        let mut open: Vec<usize> = Vec::new();
+        for &i in order.iter() {
+            while open
+                .last()
+                .is_some_and(|&top| ops[i].start_ns >= ops[top].end_ns)
+            {
+                open.pop();
+            }
+            caller[i] = open.last().copied();
+            open.push(i);
+        }
+    }
+    caller
+}
+
 /// Calls and self time (ns) by name of `ops`: each op's time less that of the ops it encloses
 /// directly on its thread (its callees), so nested calls are not counted twice.
-fn self_times(ops: &[&Event]) -> HashMap<String, (u64, u64)> {
-    let mut by_thread: HashMap<u64, Vec<&Event>> = HashMap::new();
-    for e in ops {
-        by_thread.entry(e.thread).or_default().push(e);
+fn self_times(ops: &[&Event], caller: &[Option<usize>]) -> HashMap<String, (u64, u64)> {
+    let mut callees_ns = vec![0u64; ops.len()];
+    for (e, c) in ops.iter().zip(caller) {
+        if let Some(c) = *c {
+            callees_ns[c] += e.ns().min(ops[c].end_ns.saturating_sub(e.start_ns));
+        }
     }
     let mut totals = HashMap::new();
-    for events in by_thread.values_mut() {
-        // Parents before their children: by start, the longer first on a tie.
-        events.sort_by_key(|e| (e.start_ns, std::cmp::Reverse(e.end_ns)));
-        let mut open: Vec<(&Event, u64)> = Vec::new(); // (op, time of its direct children)
-        for e in events.iter() {
-            while let Some(&(top, children)) = open.last() {
-                if e.start_ns < top.end_ns {
-                    break;
-                }
-                open.pop();
-                add(&mut totals, &top.name, top.ns().saturating_sub(children));
-            }
-            if let Some(parent) = open.last_mut() {
-                parent.1 += e.ns().min(parent.0.end_ns.saturating_sub(e.start_ns));
-            }
-            open.push((e, 0));
-        }
-        while let Some((top, children)) = open.pop() {
-            add(&mut totals, &top.name, top.ns().saturating_sub(children));
-        }
+    for (e, callees) in ops.iter().zip(callees_ns) {
+        add(&mut totals, &e.name, e.ns().saturating_sub(callees));
     }
     totals
+}
+
+/// The device reads (`HOST_READ`) among `ops`: how many whale's own code made (through
+/// `.item()` or directly), and how many each outermost operator made inside itself (as the CPU
+/// kernel of fused AdamW reads its step counts).
+fn host_reads(ops: &[&Event], caller: &[Option<usize>]) -> (usize, HashMap<String, usize>) {
+    let mut own = 0;
+    let mut inside = HashMap::new();
+    for (i, e) in ops.iter().enumerate() {
+        if e.name != HOST_READ {
+            continue;
+        }
+        let mut outermost = i;
+        while let Some(c) = caller[outermost] {
+            outermost = c;
+        }
+        match ops[outermost].name.as_str() {
+            HOST_READ | ITEM => own += 1,
+            name => *inside.entry(name.to_string()).or_default() += 1,
+        }
+    }
+    (own, inside)
 }
 
 /// Nanoseconds of `windows` covered by at least one of `spans` (both lists of [start, end)).
@@ -431,9 +505,22 @@ impl Summary {
         }
         let _ = writeln!(
             md,
-            "- {:.1} reads of a device value per step (`{HOST_READ}`, i.e. `.item()`: on a GPU each waits for the device)",
+            "- {:.1} reads of a device value per step by whale's code (`.item()`: on a GPU each waits for the device)",
             self.host_reads_per_step
         );
+        for r in &self.operator_reads {
+            let _ = writeln!(
+                md,
+                "- {:.1} reads of a device value per step inside `{}`",
+                r.per_step, r.name
+            );
+        }
+        if let Some(syncs) = self.syncs_per_step {
+            let _ = writeln!(
+                md,
+                "- {syncs:.1} CUDA synchronizations per step (the CPU waits for the GPU: device reads, copies to the host)"
+            );
+        }
         let section = |md: &mut String, title: &str, rows: &[Timed]| {
             if rows.is_empty() {
                 return;
@@ -555,11 +642,34 @@ mod tests {
             op("aten::mm", 0, 40, 2),
         ];
         let refs: Vec<&Event> = events.iter().collect();
-        let t = self_times(&refs);
+        let caller = callers(&refs);
+        assert_eq!(caller, [None, Some(0), Some(1), Some(0), None]);
+        let t = self_times(&refs, &caller);
         assert_eq!(t["aten::linear"], (1, 100 - 50 - 20));
         assert_eq!(t["aten::mm"], (2, (50 - 10) + 40));
         assert_eq!(t["aten::copy_"], (1, 10));
         assert_eq!(t["aten::add"], (1, 20));
+    }
+
+    #[test]
+    fn device_reads_are_told_apart_by_who_made_them() {
+        // Two `.item()`s of whale's (one bare), and two reads inside a fused optimizer step.
+        let events = [
+            op(ITEM, 0, 10, 1),
+            op(HOST_READ, 2, 8, 1),
+            op(HOST_READ, 12, 14, 1),
+            op("aten::_fused_adamw_", 20, 100, 1),
+            op(ITEM, 30, 40, 1),
+            op(HOST_READ, 32, 38, 1),
+            op(HOST_READ, 50, 60, 1),
+        ];
+        let refs: Vec<&Event> = events.iter().collect();
+        let (own, inside) = host_reads(&refs, &callers(&refs));
+        assert_eq!(own, 2);
+        assert_eq!(
+            inside,
+            HashMap::from([("aten::_fused_adamw_".to_string(), 2)])
+        );
     }
 
     #[test]
@@ -611,6 +721,8 @@ mod tests {
         assert!(s.step_ms > 0.0);
         assert_eq!(s.gpu_busy, None);
         assert_eq!(s.host_reads_per_step, 1.0);
+        assert_eq!(s.operator_reads, []);
+        assert_eq!(s.syncs_per_step, None);
         assert!(s.cpu_ops.iter().any(|r| r.name == "aten::mm"), "{s:?}");
         assert!(s.cpu_ops.iter().all(|r| r.share <= 1.0 + 1e-9));
         let trace: serde_json::Value =

@@ -8,6 +8,7 @@
 #include <kineto/ActivityType.h>
 #include <torch/csrc/autograd/profiler_kineto.h>
 
+#include <cstdlib>
 #include <memory>
 #include <set>
 #include <string>
@@ -40,6 +41,11 @@ extern "C" {
 // Starts recording operators on the CPU, and kernels and copies on the GPU when `cuda` != 0.
 int whale_profiler_start(int cuda, char* err, int64_t err_len) {
   try {
+    // Without a GPU, libkineto logs an error for each GPU query it makes (no device found),
+    // which would read as a failure: level 5 keeps only its user errors (torchtitan sets the
+    // same). On a GPU its errors (CUPTI permissions, say) matter and stay. A KINETO_LOG_LEVEL
+    // the user set wins.
+    if (cuda == 0) setenv("KINETO_LOG_LEVEL", "5", /*overwrite=*/0);
     auto set = activities(cuda);
     prof::prepareProfiler(config(), set);
     prof::enableProfiler(config(), set);

@@ -288,12 +288,15 @@ fn describe_profile(r: &ProfileReport) -> String {
         .or(s.cpu_ops.first())
         .map(|t| format!(", most time in {} ({:.0}%)", t.name, t.share * 100.0))
         .unwrap_or_default();
+    let waits = match s.syncs_per_step {
+        Some(syncs) => format!("{syncs:.0} CUDA syncs"),
+        None => format!("{:.0} device reads", s.host_reads_per_step),
+    };
     format!(
-        "profile: steps {}-{}, {:.1} ms per step{busy}{top}, {:.0} device reads per step → {} (trace: {})",
+        "profile: steps {}-{}, {:.1} ms per step{busy}{top}, {waits} per step → {} (trace: {})",
         r.steps.first,
         r.steps.last,
         s.step_ms,
-        s.host_reads_per_step,
         r.table.display(),
         r.trace.display()
     )

@@ -20,10 +20,58 @@ use crate::eval::{EvalReport, ValidationSet};
 use crate::expert_parallel::ExpertLayout;
 use crate::init_from::{OptimizerStart, Origin};
 use crate::linear::Precision;
-use crate::model::{LossWeights, Model};
+use crate::model::{LossWeights, Losses, Model};
 use crate::moe::update_bias;
 use crate::optim::{release_grads, AdamW, MomentStore, Moments, OptimConfig};
 use crate::schedule::{BatchRamp, LrSchedule, Switch};
+
+/// One micro-batch's statistics, its loss terms divided by the micro-batches in the step:
+/// total, main, mean MTP, balance and device/communication balance, in that order.
+fn micro_stats(losses: Losses, accumulation: u64) -> StepStats {
+    let device = losses.main.device();
+    let double = |t: &Tensor| t.detach().to_kind(Kind::Double);
+    let mtp = if losses.mtp.is_empty() {
+        Tensor::zeros([], (Kind::Double, device))
+    } else {
+        Tensor::stack(&losses.mtp.iter().map(double).collect::<Vec<_>>(), 0).mean(Kind::Double)
+    };
+    let terms = [
+        &losses.total,
+        &losses.main,
+        &mtp,
+        &losses.balance,
+        &losses.device_comm,
+    ];
+    let means = Tensor::stack(&terms.map(double), 0) / accumulation as f64;
+    let dropped = if losses.dropped.is_empty() {
+        Tensor::zeros([0], (Kind::Int64, device))
+    } else {
+        Tensor::stack(&losses.dropped, 0)
+    };
+    StepStats {
+        means,
+        loads: losses.loads,
+        dropped,
+    }
+}
+
+/// max / mean of a count vector: 1 when perfectly even.
+fn max_over_mean(counts: &Tensor) -> Tensor {
+    counts.max() / counts.mean(Kind::Double).clamp_min(1e-9)
+}
+
+/// A step's statistics read from the device.
+struct StepRead {
+    /// total, main, MTP, balance, device/communication balance (`micro_stats`' order).
+    means: [f64; StepRead::MEANS],
+    expert_load: Vec<f64>,
+    dropped: Vec<u64>,
+    ep_imbalance: Option<f64>,
+}
+
+impl StepRead {
+    const MEANS: usize = 5;
+}
 
 /// A training run's recipe, read from `configs/train.toml`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -343,10 +391,8 @@ impl Trainer {
             balance_alpha: self.cfg.balance_alpha,
             drop_tokens: true,
         };
-        let (mut loss, mut main, mut mtp, mut balance) = (0.0, 0.0, 0.0, 0.0);
-        let mut device_comm = 0.0;
-        let mut loads: Vec<Tensor> = Vec::new();
-        let mut dropped = Tensor::zeros([0], (Kind::Int64, Device::Cpu));
+        // Summed on the device over the micro-batches, read once after the last backward.
+        let mut stats: Option<StepStats> = None;
         for micro in 0..accumulation {
             if let (Some(dp), true) = (&self.parallel, micro + 1 == accumulation) {
                 dp.before_last_backward()?;
@@ -357,50 +403,31 @@ impl Trainer {
                 self.model.losses(&tokens, &doc_start, weights)
             });
             (&losses.total / (accumulation * world) as f64).backward();
-            let n = accumulation as f64;
-            loss += losses.total.double_value(&[]) / n;
-            main += losses.main.double_value(&[]) / n;
-            balance += losses.balance.double_value(&[]) / n;
-            device_comm += losses.device_comm.double_value(&[]) / n;
-            if !losses.dropped.is_empty() {
-                let per_layer = Tensor::stack(&losses.dropped, 0).to_device(Device::Cpu);
-                dropped = if dropped.numel() == 0 {
-                    per_layer
-                } else {
-                    dropped + per_layer
-                };
-            }
-            if !losses.mtp.is_empty() {
-                mtp += losses.mtp.iter().map(|t| t.double_value(&[])).sum::<f64>()
-                    / (losses.mtp.len() as f64 * n);
-            }
-            if loads.is_empty() {
-                loads = losses.loads;
-            } else {
-                loads = loads
-                    .iter()
-                    .zip(&losses.loads)
-                    .map(|(a, b)| a + b)
-                    .collect();
-            }
+            let micro = micro_stats(losses, accumulation);
+            stats = Some(match stats {
+                None => micro,
+                Some(sum) => StepStats {
+                    means: sum.means + micro.means,
+                    loads: sum
+                        .loads
+                        .iter()
+                        .zip(&micro.loads)
+                        .map(|(a, b)| a + b)
+                        .collect(),
+                    dropped: sum.dropped + micro.dropped,
+                },
+            });
         }
+        let mut stats = stats.context("a step has at least one micro-batch")?;
         let anywhere = match &self.parallel {
             Some(dp) => {
-                // The dropped counts ride with the loads: both are summed over the ranks.
-                let mut stats = StepStats {
-                    means: vec![loss, main, mtp, balance, device_comm],
-                    loads: loads.into_iter().chain([dropped]).collect(),
-                };
                 let local = dp.after_last_backward()?;
-                let anywhere = dp.reduce_stats(&mut stats, &local)?;
-                let m = &stats.means;
-                (loss, main, mtp, balance, device_comm) = (m[0], m[1], m[2], m[3], m[4]);
-                dropped = stats.loads.pop().expect("the dropped counts");
-                loads = stats.loads;
-                Some(anywhere)
+                Some(dp.reduce_stats(&mut stats, &local)?)
             }
             None => None,
         };
+        let read = self.read_stats(&stats)?;
+        let [loss, main, mtp, balance, device_comm] = read.means;
         if !loss.is_finite() {
             release_grads(&self.vs.trainable_variables());
             return Err(NonFiniteLoss {
@@ -415,15 +442,8 @@ impl Trainer {
             _ => self.optimizer.step(lr),
         };
         let gamma = self.cfg.bias_gamma.value(progress);
-        let expert_load = loads
-            .iter()
-            .map(|l| {
-                let l = l.to_kind(Kind::Float);
-                (l.max() / l.mean(Kind::Float).clamp_min(1e-9)).double_value(&[])
-            })
-            .collect();
         if gamma > 0.0 {
-            for (bias, load) in self.model.gate_biases().into_iter().zip(&loads) {
+            for (bias, load) in self.model.gate_biases().into_iter().zip(&stats.loads) {
                 update_bias(bias, load, gamma);
             }
         }
@@ -445,11 +465,8 @@ impl Trainer {
             mtp_lambda: weights.mtp_lambda,
             bias_gamma: gamma,
             batch_sequences: step_sequences,
-            expert_load,
-            dropped_tokens: Vec::<i64>::try_from(&dropped)?
-                .into_iter()
-                .map(|n| n as u64)
-                .collect(),
+            expert_load: read.expert_load,
+            dropped_tokens: read.dropped,
             step_seconds,
             tokens_per_second: step_tokens as f64 / step_seconds.max(1e-9),
             mfu: None,
@@ -458,7 +475,7 @@ impl Trainer {
                 .map(|(before, dp)| dp.sent_bytes() - before),
             ep_bytes: ep_before.zip(self.ep_sent_bytes()).map(|(a, b)| b - a),
             overlapped_buckets: self.parallel.as_ref().map(DataParallel::overlapped_buckets),
-            ep_imbalance: (self.layout.ep > 1).then(|| self.received_imbalance(&loads)),
+            ep_imbalance: read.ep_imbalance,
             val_loss: None,
             val_mtp_loss: Vec::new(),
         })
@@ -470,19 +487,37 @@ impl Trainer {
         Some(dp.expert_group()?.group().sent_bytes())
     }
 
-    /// max/mean over the ranks of an EP group of the token copies each received in a step,
-    /// from the step's expert loads summed over all ranks: the worst MoE layer's.
-    fn received_imbalance(&self, loads: &[Tensor]) -> f64 {
-        loads
-            .iter()
-            .map(|load| {
-                let per_rank = load
-                    .to_kind(Kind::Double)
-                    .view([self.layout.ep as i64, -1])
-                    .sum_dim_intlist(1, false, Kind::Double);
-                (per_rank.max() / per_rank.mean(Kind::Double).clamp_min(1e-9)).double_value(&[])
-            })
-            .fold(1.0, f64::max)
+    /// The step's statistics on the host, in one read from the device: on a GPU every read
+    /// waits for the device to finish what was queued, so a step makes as few as it can.
+    fn read_stats(&self, stats: &StepStats) -> Result<StepRead> {
+        let layers = stats.loads.len();
+        let mut parts = vec![stats.means.to_kind(Kind::Double)];
+        parts.extend(
+            stats
+                .loads
+                .iter()
+                .map(|l| max_over_mean(&l.to_kind(Kind::Double))),
+        );
+        parts.push(stats.dropped.to_kind(Kind::Double));
+        let ep = self.layout.ep as i64;
+        if ep > 1 {
+            // max/mean over the ranks of an EP group of the token copies each received.
+            parts.extend(stats.loads.iter().map(|load| {
+                let per_rank = load.to_kind(Kind::Double).view([ep, -1]);
+                max_over_mean(&per_rank.sum_dim_intlist(1, false, Kind::Double))
+            }));
+        }
+        let parts: Vec<Tensor> = parts.iter().map(|p| p.view([-1])).collect();
+        let all = Vec::<f64>::try_from(&Tensor::cat(&parts, 0))?;
+        let (means, rest) = all.split_at(StepRead::MEANS);
+        let (expert_load, rest) = rest.split_at(layers);
+        let (dropped, imbalance) = rest.split_at(stats.dropped.numel());
+        Ok(StepRead {
+            means: means.try_into().context("the step's loss terms")?,
+            expert_load: expert_load.to_vec(),
+            dropped: dropped.iter().map(|&n| n as u64).collect(),
+            ep_imbalance: (ep > 1).then(|| imbalance.iter().copied().fold(1.0, f64::max)),
+        })
     }
 
     /// Scores the model on held-out windows, under the same autocast as training. Every rank
@@ -777,25 +812,5 @@ mod tests {
             worst > 0.0 && worst < 0.05,
             "bf16 drifts {worst:.4} from fp32"
         );
-    }
-
-    #[test]
-    fn a_step_of_tiny_is_fast() {
-        let (model, mut cfg) = (tiny_config(), train_config());
-        cfg.seq_len = 64;
-        cfg.micro_batch = 8;
-        cfg.batch = BatchRamp {
-            start: 8,
-            end: 8,
-            ramp: 0.0,
-        };
-        let mut t = trainer(&model, &cfg);
-        let mut data = source(&model, &cfg);
-        t.train_step(&mut data).unwrap();
-        // Best of three after a warm-up step: the test shares the machine with other tests.
-        let best = (0..3)
-            .map(|_| t.train_step(&mut data).unwrap().step_seconds)
-            .fold(f64::MAX, f64::min);
-        assert!(best < 1.0, "a step of tiny (8 × 64 tokens) took {best}s");
     }
 }
