@@ -12,7 +12,9 @@
 //!   comment at the top of dist.cpp for why that is ABI-safe);
 //! - `src/autocast.cpp`: autocast on any device type in a chosen dtype (`src/autocast.rs`);
 //! - `src/cuda_info.cpp`: the GPU's name and the caching allocator's peak (`src/cuda_info.rs`);
-//! - `src/profiler.cpp`: the PyTorch profiler (libkineto) over chosen steps (`src/profile.rs`).
+//! - `src/profiler.cpp`: the PyTorch profiler (libkineto) over chosen steps (`src/profile.rs`);
+//! - `src/host_memory.cpp`: host-to-GPU copies from pinned memory that do not wait for the GPU
+//!   (`src/host_memory.rs`).
 //!
 //! The CUDA parts (NCCL group, device name, memory peak) compile against the CUDA and NCCL headers
 //! the torch wheel's `nvidia-*` packages install beside it (`site-packages/nvidia/{cu13,nccl}`);
@@ -71,6 +73,7 @@ fn compile_cpp(lib_dir: &std::path::Path) {
         "src/autocast.cpp",
         "src/cuda_info.cpp",
         "src/profiler.cpp",
+        "src/host_memory.cpp",
     ];
     for src in srcs.iter().chain(&["src/cpp_error.h"]) {
         println!("cargo:rerun-if-changed={src}");

@@ -7,6 +7,8 @@
 
 use tch::{Kind, Tensor};
 
+use crate::experts::tally;
+
 /// Sequences exempt from dropping: those whose token ids sum to a multiple of 10 — about 10%,
 /// decided by their content alone, so the same sequence is exempt on any rank, micro-batch or
 /// position. `tokens [b, s]` → `[b]` bool.
@@ -38,7 +40,7 @@ pub fn kept_assignments(
         .index_select(0, &by_priority)
         .sort_stable(true, 0, false);
     let order = by_priority.index_select(0, &by_device);
-    let per_device = device.bincount::<Tensor>(None, n_devices);
+    let per_device = tally(&device, n_devices);
     let first_of_device = per_device.cumsum(0, Kind::Int64) - &per_device;
     let rank = Tensor::arange(n, (Kind::Int64, expert_of.device()))
         - first_of_device.index_select(0, &device.index_select(0, &order));

@@ -44,6 +44,7 @@ use tch::{nn, Device, Kind, Tensor};
 use crate::dist::{Backend, ProcessGroup, ReduceOp, Work};
 use crate::expert_parallel::{gather_experts, split_expert_name, ExpertGroup, ExpertLayout};
 use crate::grad_overlap::{plan_buckets, zero_missing_grads, OverlappedReduce, Reduction};
+use crate::host_memory::upload;
 use crate::optim::{release_grads, AdamW, MomentStore, OptimConfig, Slot};
 
 /// How ranks share the work, from the `[distributed]` table of the train config.
@@ -89,6 +90,15 @@ fn one() -> usize {
 /// small enough that the first buckets start early in the backward (DDP's `bucket_cap_mb` is 25).
 fn bucket_mb() -> f64 {
     25.0
+}
+
+/// √(Σ‖g‖² of the shared parameters + that of the experts), read from the device at once.
+fn global_norm(squares: &Tensor, expert_squares: Option<&Tensor>) -> f64 {
+    let total = match expert_squares {
+        Some(experts) => squares + experts,
+        None => squares.shallow_clone(),
+    };
+    total.double_value(&[]).sqrt()
 }
 
 /// A step's numbers that every rank must agree on, before and after the all-reduce. They stay
@@ -511,10 +521,10 @@ impl DataParallel {
 
     /// With expert parallelism: sums the expert gradients flagged in `anywhere` over the ranks
     /// holding the same experts, and returns the sum of their squares over the EP group (each
-    /// expert counted once, for the global norm). 0 without experts.
-    fn reduce_expert_gradients(&self, anywhere: &[bool]) -> Result<f64> {
+    /// expert counted once, for the global norm) on the device. None without experts.
+    fn reduce_expert_gradients(&self, anywhere: &[bool]) -> Result<Option<Tensor>> {
         let Some(experts) = &self.experts else {
-            return Ok(0.0);
+            return Ok(None);
         };
         if let Some(overlap) = &experts.overlap {
             overlap.wait()?;
@@ -526,14 +536,13 @@ impl DataParallel {
             .map(Tensor::grad)
             .filter(Tensor::defined)
             .collect();
-        let device = experts.params[0].device();
-        let squares = Tensor::from_slice(&[AdamW::grad_norm(&defined).powi(2)]).to_device(device);
+        let squares = AdamW::grad_squares(&defined, experts.params[0].device());
         experts
             .group
             .group()
             .all_reduce(&squares, ReduceOp::Sum)?
             .wait()?;
-        Ok(squares.double_value(&[0]))
+        Ok(Some(squares))
     }
 
     pub fn world_size(&self) -> u64 {
@@ -577,17 +586,16 @@ impl DataParallel {
     /// Combines the step's statistics over ranks and readies the gradients for `step`: returns
     /// which parameters (those held by every rank, then this rank's experts) got a gradient on
     /// some rank holding them, after giving those without one here a zero gradient. `local`
-    /// says which got one here (`after_last_backward`). The combined statistics come back on
-    /// the CPU: the one read of the exchange already brought them there.
+    /// says which got one here (`after_last_backward`).
     pub fn reduce_stats(&self, stats: &mut StepStats, local: &[bool]) -> Result<Vec<bool>> {
-        let n_means = stats.means.numel();
+        let n_means = stats.means.numel() as i64;
         let (shared, own) = local.split_at(self.params.len());
         let flags: Vec<f64> = shared.iter().map(|&l| l as u8 as f64).collect();
         // On the parameters' device: NCCL moves CUDA tensors only.
         let device = self.params[0].device();
         let mut parts = vec![
             stats.means.to_kind(Kind::Double).to_device(device),
-            Tensor::from_slice(&flags).to_device(device),
+            upload(&Tensor::from_slice(&flags), device)?,
         ];
         let counts = stats.loads.iter_mut().chain([&mut stats.dropped]);
         let counts: Vec<&mut Tensor> = counts.collect();
@@ -598,23 +606,19 @@ impl DataParallel {
         );
         let all = Tensor::cat(&parts, 0);
         self.group.all_reduce(&all, ReduceOp::Sum)?.wait()?;
-        let all = Vec::<f64>::try_from(&all)?;
-        let world = self.world_size() as f64;
-        let means: Vec<f64> = all[..n_means].iter().map(|sum| sum / world).collect();
-        stats.means = Tensor::from_slice(&means);
-        let anywhere: Vec<bool> = all[n_means..n_means + flags.len()]
-            .iter()
-            .map(|&n| n > 0.0)
-            .collect();
-        let mut offset = n_means + flags.len();
+        let flags = Vec::<f64>::try_from(&all.narrow(0, n_means, flags.len() as i64))?;
+        let mut anywhere: Vec<bool> = flags.iter().map(|&n| n > 0.0).collect();
+        // The sums stay on the device: the trainer reads them with the step's other statistics.
+        stats.means = all.narrow(0, 0, n_means) / self.world_size() as f64;
+        let mut offset = n_means + flags.len() as i64;
         for load in counts {
-            let n = load.numel();
-            *load = Tensor::from_slice(&all[offset..offset + n])
+            let n = load.numel() as i64;
+            *load = all
+                .narrow(0, offset, n)
                 .view(load.size().as_slice())
                 .to_kind(load.kind());
             offset += n;
         }
-        let mut anywhere = anywhere;
         let mut all_params: Vec<&Tensor> = self.params.iter().collect();
         if let Some(experts) = &self.experts {
             let flags: Vec<f64> = own.iter().map(|&l| l as u8 as f64).collect();
@@ -654,7 +658,8 @@ impl DataParallel {
                 .map(Tensor::grad)
                 .filter(Tensor::defined)
                 .collect();
-            let norm = (AdamW::grad_norm(&defined).powi(2) + expert_squares).sqrt();
+            let squares = AdamW::grad_squares(&defined, self.params[0].device());
+            let norm = global_norm(&squares, expert_squares.as_ref());
             optimizer.update(lr, &optimizer.grads(), norm);
             optimizer.zero_grad();
             return Ok(norm);
@@ -681,14 +686,10 @@ impl DataParallel {
                 .filter(|(&(i, ..), _)| shared[i])
                 .map(|(&(i, ..), g)| (self.names[i].as_str(), g))
                 .collect();
-            let squares: f64 = grads
-                .values()
-                .map(|g| g.norm().double_value(&[]).powi(2))
-                .sum();
-            let device = self.params[0].device();
-            let squares = Tensor::from_slice(&[squares]).to_device(device);
+            let pieces: Vec<Tensor> = grads.values().map(Tensor::shallow_clone).collect();
+            let squares = AdamW::grad_squares(&pieces, self.params[0].device());
             self.group.all_reduce(&squares, ReduceOp::Sum)?.wait()?;
-            let norm = (squares.double_value(&[0]) + expert_squares).sqrt();
+            let norm = global_norm(&squares, expert_squares.as_ref());
             if let Some(experts) = &self.experts {
                 for (name, p) in experts.names.iter().zip(&experts.params) {
                     grads.insert(name, p.grad());

@@ -11,6 +11,7 @@ use serde::Serialize;
 use tch::{Kind, Tensor};
 
 use crate::cross_entropy::IGNORE;
+use crate::host_memory::upload;
 use crate::model::{LossWeights, Model};
 
 /// Which windows to score.
@@ -42,7 +43,7 @@ pub struct EvalReport {
 }
 
 /// Sum of losses and count of targets of one depth.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Total {
     nats: f64,
     targets: u64,
@@ -166,20 +167,32 @@ impl ValidationSet {
             balance_alpha: 0.0,
             drop_tokens: false,
         };
-        let mut totals = vec![Total::default(); depth as usize + 1];
         let device = model.device();
+        // Nats and targets of each depth, summed on the device and read once at the end.
+        let mut sums = Tensor::zeros([depth + 1, 2], (Kind::Double, device));
         for start in (0..windows).step_by(self.batch as usize) {
             let rows = self.batch.min(windows - start);
-            let tokens = self.tokens.narrow(0, start, rows).to_device(device);
-            let doc_start = self.doc_start.narrow(0, start, rows).to_device(device);
+            let tokens = upload(&self.tokens.narrow(0, start, rows), device)?;
+            let doc_start = upload(&self.doc_start.narrow(0, start, rows), device)?;
             let losses = tch::no_grad(|| model.losses(&tokens, &doc_start, weights));
-            for (k, mean) in std::iter::once(&losses.main).chain(&losses.mtp).enumerate() {
-                let targets = Model::targets(&tokens, &doc_start, self.seq_len, k as i64);
-                let count = targets.ne(IGNORE).sum(Kind::Int64).int64_value(&[]) as u64;
-                totals[k].nats += mean.double_value(&[]) * count as f64;
-                totals[k].targets += count;
-            }
+            let batch: Vec<Tensor> = std::iter::once(&losses.main)
+                .chain(&losses.mtp)
+                .enumerate()
+                .map(|(k, mean)| {
+                    let targets = Model::targets(&tokens, &doc_start, self.seq_len, k as i64);
+                    let count = targets.ne(IGNORE).sum(Kind::Double);
+                    Tensor::stack(&[mean.to_kind(Kind::Double) * &count, count], 0)
+                })
+                .collect();
+            sums += Tensor::stack(&batch, 0);
         }
+        let totals: Vec<Total> = Vec::<Vec<f64>>::try_from(&sums)?
+            .into_iter()
+            .map(|row| Total {
+                nats: row[0],
+                targets: row[1] as u64,
+            })
+            .collect();
         let mean = |t: &Total| t.nats / t.targets.max(1) as f64;
         let loss = mean(&totals[0]);
         Ok(EvalReport {

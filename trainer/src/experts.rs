@@ -60,6 +60,13 @@ pub struct Dispatch {
     pub load: Tensor,
 }
 
+/// How many of `ids` (int64 in `0..n`) equal each of `0..n` (int64 `[n]`), as `bincount` with
+/// `minlength = n` counts them but without its host syncs: on CUDA `bincount` reads the ids'
+/// minimum and maximum back to size its output, two stalls per MoE layer and pass.
+pub fn tally(ids: &Tensor, n: i64) -> Tensor {
+    Tensor::zeros([n], (Kind::Int64, ids.device())).scatter_add(0, ids, &ids.ones_like())
+}
+
 impl Dispatch {
     /// Sorts the choices `indices` `[N, k]` (expert ids) by expert, stably (token order within
     /// an expert): all of them, or only those of `kept` (positions in the flattened `[N·k]`
@@ -78,7 +85,7 @@ impl Dispatch {
         };
         Self {
             token_of: order.floor_divide_scalar(top_k),
-            load: expert_of.bincount::<Tensor>(None, n_experts),
+            load: tally(&expert_of, n_experts),
             order,
         }
     }
@@ -173,6 +180,19 @@ mod tests {
 
     use super::*;
     use crate::device_check::experts_pass;
+
+    #[test]
+    fn tally_counts_as_bincount_does() {
+        tch::manual_seed(3);
+        // Routing-like ids over 64 experts, some never chosen; and no ids at all.
+        let ids = Tensor::randint(48, [4096], (Kind::Int64, Device::Cpu));
+        let got = Vec::<i64>::try_from(&tally(&ids, 64)).unwrap();
+        let want = Vec::<i64>::try_from(&ids.bincount::<Tensor>(None, 64)).unwrap();
+        assert_eq!(got, want);
+        assert!(got[48..].iter().all(|&n| n == 0) && got.iter().sum::<i64>() == 4096);
+        let none = Tensor::zeros([0], (Kind::Int64, Device::Cpu));
+        assert_eq!(Vec::<i64>::try_from(&tally(&none, 3)).unwrap(), [0, 0, 0]);
+    }
 
     #[test]
     fn dispatch_sorts_copies_by_expert_with_offsets_and_loads() {

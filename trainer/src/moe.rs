@@ -14,7 +14,7 @@ use crate::balance::balance_losses;
 use crate::capacity::kept_assignments;
 use crate::config::{ModelConfig, ScoreFunc};
 use crate::expert_parallel::{ExpertGroup, ExpertShard};
-use crate::experts::{self, Dispatch, ExpertsPath};
+use crate::experts::{self, tally, Dispatch, ExpertsPath};
 use crate::linear::Precision;
 use crate::mlp::Mlp;
 
@@ -226,7 +226,7 @@ impl Moe {
         let flat = x.view([b * s, d]);
         let routing = self.gate.forward(&flat);
         let all = routing.indices.view([-1]);
-        let load = all.bincount::<Tensor>(None, self.n_experts);
+        let load = tally(&all, self.n_experts);
         // The assignments (token-major: token t's j-th expert is t·K + j) that are computed.
         let kept = match exempt {
             Some(exempt) if self.capacity_factor > 0.0 => Some(kept_assignments(
@@ -283,7 +283,7 @@ impl Moe {
 /// the whole optimizer step.
 pub fn update_bias(bias: &mut Tensor, load: &Tensor, gamma: f64) {
     tch::no_grad(|| {
-        let load = load.to_device(bias.device()).to_kind(Kind::Float);
+        let load = load.to_kind(Kind::Float);
         let delta = (load.mean(Kind::Float) - &load).sign() * gamma;
         let delta = &delta - delta.mean(Kind::Float);
         let _ = bias.g_add_(&delta);

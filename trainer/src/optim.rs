@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::ffi::{c_char, c_int};
 
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 use torch_sys::C_tensor;
 
 use crate::cpp::{check, raw};
@@ -200,15 +200,29 @@ impl AdamW {
         self.params.keys().map(String::as_str)
     }
 
-    /// Global L2 norm of the gradients.
-    /// The L2 norm of all of `grads` together.
+    /// The L2 norm of all of `grads` together (one read from their device).
     pub fn grad_norm(grads: &[Tensor]) -> f64 {
+        match grads.first() {
+            Some(g) => Self::grad_squares(grads, g.device())
+                .double_value(&[])
+                .sqrt(),
+            None => 0.0,
+        }
+    }
+
+    /// Σ‖g‖² over `grads` as a Double scalar on `device`, left there: data-parallel ranks sum
+    /// theirs before the one read of the global norm (a read per gradient would stall a GPU as
+    /// many times).
+    pub fn grad_squares(grads: &[Tensor], device: Device) -> Tensor {
         if grads.is_empty() {
-            return 0.0;
+            return Tensor::zeros([], (Kind::Double, device));
         }
         tch::no_grad(|| {
             let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
-            Tensor::stack(&norms, 0).norm().double_value(&[])
+            Tensor::stack(&norms, 0)
+                .to_kind(Kind::Double)
+                .square()
+                .sum(Kind::Double)
         })
     }
 

@@ -18,6 +18,7 @@ use crate::data_parallel::{DataParallel, DistributedConfig, StepStats};
 use crate::dist::ProcessGroup;
 use crate::eval::{EvalReport, ValidationSet};
 use crate::expert_parallel::ExpertLayout;
+use crate::host_memory::upload;
 use crate::init_from::{OptimizerStart, Origin};
 use crate::linear::Precision;
 use crate::model::{LossWeights, Losses, Model};
@@ -365,12 +366,8 @@ impl Trainer {
         let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
         let device = self.model.device();
         Ok((
-            Tensor::from_slice(&ids)
-                .view([rows, width])
-                .to_device(device),
-            Tensor::from_slice(doc_start)
-                .view([rows, width])
-                .to_device(device),
+            upload(&Tensor::from_slice(&ids).view([rows, width]), device)?,
+            upload(&Tensor::from_slice(doc_start).view([rows, width]), device)?,
         ))
     }
 
