@@ -622,7 +622,7 @@ impl DataParallel {
         let mut all_params: Vec<&Tensor> = self.params.iter().collect();
         if let Some(experts) = &self.experts {
             let flags: Vec<f64> = own.iter().map(|&l| l as u8 as f64).collect();
-            let flags = Tensor::from_slice(&flags).to_device(device);
+            let flags = upload(&Tensor::from_slice(&flags), device)?;
             if let Some(replicas) = &experts.replicas {
                 replicas.all_reduce(&flags, ReduceOp::Sum)?.wait()?;
             }

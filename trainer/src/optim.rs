@@ -91,6 +91,13 @@ extern "C" {
         err_len: i64,
     ) -> c_int;
     fn whale_clear_grads(tensors: *const *mut C_tensor, n: i64);
+    fn whale_foreach_norms(
+        tensors: *const *mut C_tensor,
+        n: i64,
+        result: *mut *mut C_tensor,
+        err: *mut c_char,
+        err_len: i64,
+    ) -> c_int;
 }
 
 /// Releases the `.grad` of each tensor (`zero_grad(set_to_none=True)`).
@@ -217,13 +224,24 @@ impl AdamW {
         if grads.is_empty() {
             return Tensor::zeros([], (Kind::Double, device));
         }
-        tch::no_grad(|| {
-            let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
-            Tensor::stack(&norms, 0)
-                .to_kind(Kind::Double)
-                .square()
-                .sum(Kind::Double)
-        })
+        let tensors = ptrs(grads);
+        let mut norms: *mut C_tensor = std::ptr::null_mut();
+        // SAFETY: the pointers refer to live tensors for the call; the result is a new tensor.
+        let done = check("gradient norms", |err, err_len| unsafe {
+            whale_foreach_norms(
+                tensors.as_ptr(),
+                tensors.len() as i64,
+                &mut norms,
+                err,
+                err_len,
+            )
+        });
+        if let Err(e) = done {
+            panic!("{e:#}");
+        }
+        // SAFETY: `norms` was allocated by `new at::Tensor` and is owned by us from here on.
+        let norms = unsafe { Tensor::from_ptr(norms) };
+        norms.to_kind(Kind::Double).square().sum(Kind::Double)
     }
 
     /// The slots' gradients (`.grad` of each, undefined where there is none), in `names` order.
@@ -294,8 +312,10 @@ impl AdamW {
         let grads = ptrs(group.iter().map(|(_, g)| g));
         let exp_avgs = ptrs(group.iter().map(|(p, _)| &p.exp_avg));
         let exp_avg_sqs = ptrs(group.iter().map(|(p, _)| &p.exp_avg_sq));
-        let step = Tensor::from(self.steps as f32).to_device(device);
-        let scale = divisor.map(|d| Tensor::from(d as f32).to_device(device));
+        // Filled on the device: a copy from the host would wait for the GPU to finish its queue.
+        let scalar = |v: f64| Tensor::full([], v, (Kind::Float, device));
+        let step = scalar(self.steps as f64);
+        let scale = divisor.map(scalar);
         // SAFETY: all pointers refer to live tensors borrowed for the duration of the call; the
         // kernel updates params and moments in place and keeps no reference.
         let done = check("fused AdamW", |err, err_len| {

@@ -1,4 +1,4 @@
-// Two libtorch entry points that tch 0.24 does not wrap, used by `optim.rs`:
+// Three libtorch entry points that tch 0.24 does not wrap, used by `optim.rs`:
 //
 // - `at::_fused_adamw_`, the multi-tensor AdamW kernel behind `torch.optim.AdamW(fused=True)`: one
 //   vectorized pass reads param, grad and both moments and writes param and moments. The same update
@@ -6,10 +6,15 @@
 //   memory bound, that is most of the optimizer's time.
 // - Dropping a parameter's `.grad` (`zero_grad(set_to_none=True)`): the next backward then hands
 //   its gradient buffer over instead of adding it into a zeroed one, which saves two passes.
+// - `at::_foreach_norm`, the norms of many tensors at once, as `clip_grad_norm_` takes them: on
+//   CUDA a few multi-tensor kernels where a norm per tensor is a launch per parameter (hundreds a
+//   step with fine-grained experts).
 #include "cpp_error.h"
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/_foreach_norm.h>
 #include <ATen/ops/_fused_adamw.h>
+#include <ATen/ops/stack.h>
 
 #include <cstring>
 #include <string>
@@ -51,5 +56,18 @@ int whale_fused_adamw(at::Tensor** params, at::Tensor** grads, at::Tensor** exp_
 // Drops the `.grad` of each of the `n` tensors.
 void whale_clear_grads(at::Tensor** tensors, int64_t n) {
   for (int64_t i = 0; i < n; ++i) tensors[i]->mutable_grad().reset();
+}
+
+// The L2 norm of each of the `n` tensors (all on one device), stacked into a new float tensor
+// `[n]` stored in `*result`. Returns 0, or non-zero with a message in `err`.
+int whale_foreach_norms(at::Tensor** tensors, int64_t n, at::Tensor** result, char* err,
+                        int64_t err_len) {
+  try {
+    *result = new at::Tensor(at::stack(at::_foreach_norm(list(tensors, n), 2)));
+    return 0;
+  } catch (const std::exception& e) {
+    write_err(e.what(), err, err_len);
+    return 1;
+  }
 }
 }
