@@ -90,9 +90,21 @@ fn softmax_xent_(
 struct HeadCrossEntropy;
 
 impl CustomGrad for HeadCrossEntropy {
-    /// saved: the loss's gradients for hidden `[n, d]` and weight `[V, d]`.
+    /// saved: the loss's gradients for hidden `[n, d]` and weight `[V, d]`, scaled in place (a
+    /// new `[V, d]` tensor would cost an allocation and a pass more): the node runs its backward
+    /// once, and a second backward through a retained graph would fail on the bumped version
+    /// counter rather than scale them twice.
     fn backward(_flags: i64, saved: &[Tensor], grad: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        tch::no_grad(|| saved.iter().map(|g| Ok(Some(g.f_mul(grad)?))).collect())
+        tch::no_grad(|| {
+            saved
+                .iter()
+                .map(|g| {
+                    let mut g = g.shallow_clone();
+                    let _ = g.f_mul_(grad)?;
+                    Ok(Some(g))
+                })
+                .collect()
+        })
     }
 }
 
@@ -119,7 +131,12 @@ fn chunked(hidden: &Tensor, weight: &Tensor, target: &Tensor, chunk: i64) -> Res
             [chunk.min(n), weight.size()[0]],
             (Kind::Float, hidden.device()),
         )?;
-        let mut grad_weight = weight.f_zeros_like()?;
+        // Written by the first chunk's GEMM and accumulated into by the others: zero-filling a
+        // `[V, d]` buffer first would be one more pass over the largest gradient.
+        let mut grad_weight = match n {
+            0 => weight.f_zeros_like()?,
+            _ => weight.f_empty_like()?,
+        };
         for start in (0..n).step_by(chunk as usize) {
             let len = chunk.min(n - start);
             let h = hidden.f_narrow(0, start, len)?;
@@ -135,7 +152,10 @@ fn chunked(hidden: &Tensor, weight: &Tensor, target: &Tensor, chunk: i64) -> Res
             if need_grad {
                 // `logits` now holds d loss / d logits.
                 let _ = logits.f_mm_out(&grad_hidden.f_narrow(0, start, len)?, weight)?;
-                let _ = grad_weight.f_addmm_(&logits.f_tr()?, &h)?;
+                let _ = match start {
+                    0 => logits.f_tr()?.f_mm_out(&grad_weight, &h)?,
+                    _ => grad_weight.f_addmm_(&logits.f_tr()?, &h)?,
+                };
             }
         }
         Ok((row_loss.f_sum(Kind::Float)?, [grad_hidden, grad_weight]))
@@ -221,5 +241,26 @@ mod tests {
         let grads = Tensor::run_backward(&[&loss], &[&hidden, &weight], false, false);
         assert_eq!(grads[0].abs().max().double_value(&[]), 0.0);
         assert_eq!(grads[1].abs().max().double_value(&[]), 0.0);
+    }
+
+    #[test]
+    fn a_second_backward_fails_rather_than_scaling_twice() {
+        let opts = (Kind::Float, Device::Cpu);
+        let hidden = Tensor::randn([6, 8], opts).set_requires_grad(true);
+        let weight = Tensor::randn([10, 8], opts).set_requires_grad(true);
+        let target = Tensor::from_slice(&[1i64, 2, 3, 4, 5, 6]);
+        let loss = head_cross_entropy(&hidden, &weight, &target).unwrap() * 3.0;
+        let first = Tensor::run_backward(&[&loss], &[&hidden, &weight], true, false);
+        let again = Tensor::f_run_backward(&[&loss], &[&hidden, &weight], false, false);
+        let err = again
+            .expect_err("the saved gradients were scaled in place")
+            .to_string();
+        assert!(err.contains("modified by an inplace operation"), "{err}");
+        // The first backward's gradients are the loss's: 3 × those of an unscaled loss.
+        let plain = head_cross_entropy(&hidden, &weight, &target).unwrap();
+        let unscaled = Tensor::run_backward(&[&plain], &[&hidden, &weight], false, false);
+        for (a, b) in first.iter().zip(&unscaled) {
+            assert!((a - b * 3.0).abs().max().double_value(&[]) < 1e-6);
+        }
     }
 }

@@ -136,12 +136,12 @@ impl Model {
 
     /// Last hidden state before the final norm `[b, s, d]` and the MoE statistics of each layer.
     pub fn hidden(&self, tokens: &Tensor) -> (Tensor, Vec<MoeStats>) {
-        self.hidden_dropping(tokens, None)
+        self.through_layers(self.embed(tokens), None)
     }
 
-    /// `hidden`, dropping MoE tokens beyond capacity except in the `exempt` sequences when given.
-    fn hidden_dropping(&self, tokens: &Tensor, exempt: Option<&Tensor>) -> (Tensor, Vec<MoeStats>) {
-        let mut h = self.embed(tokens);
+    /// The blocks over embedded tokens `h`, dropping MoE tokens beyond capacity except in the
+    /// `exempt` sequences when given.
+    fn through_layers(&self, mut h: Tensor, exempt: Option<&Tensor>) -> (Tensor, Vec<MoeStats>) {
         let mut stats = Vec::new();
         for layer in &self.layers {
             let (next, s) = layer.forward(&h, &self.rope, exempt);
@@ -213,11 +213,14 @@ impl Model {
         let inputs = tokens.narrow(1, 0, s);
         let exempt = (weights.drop_tokens && self.cfg.capacity_factor > 0.0)
             .then(|| exempt_sequences(&inputs));
-        let (mut h, mut stats) = self.hidden_dropping(&inputs, exempt.as_ref());
+        // One lookup for the inputs and every depth's next tokens (positions k..k+s): the
+        // backward then makes one `[vocab, dim]` embedding gradient, not one per depth.
+        let embedded = self.embed(&tokens.narrow(1, 0, s + depth));
+        let (mut h, mut stats) = self.through_layers(embedded.narrow(1, 0, s), exempt.as_ref());
         let main = self.cross_entropy(&self.norm.forward(&h), &target(0));
         let mut mtp = Vec::new();
         for (k, module) in (1..).zip(&self.mtp) {
-            let next_embedding = self.embed(&tokens.narrow(1, k, s));
+            let next_embedding = embedded.narrow(1, k, s);
             let (next, s_k) = module.forward(&h, &next_embedding, &self.rope, exempt.as_ref());
             h = next;
             stats.extend(s_k);
