@@ -10,7 +10,7 @@ from pathlib import Path
 
 work, out, device, model, steps = Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:6]
 RUNS = ["bf16", "bf16-loop", "fp8-native", "fp8-emulated"]
-CHECKS = ["fp8-gemm", "experts", "nccl"]
+CHECKS = ["fp8-gemm", "experts", "attention", "nccl"]
 
 
 def read(name, suffix):
@@ -144,6 +144,7 @@ curve = max((abs(a - b) / b for a, b in pairs), default=None)
 gemm = checks["fp8-gemm"] if isinstance(checks["fp8-gemm"], dict) else {}
 gnative = gemm.get("native", {})
 experts = checks["experts"] if isinstance(checks["experts"], dict) else {}
+attention = checks["attention"] if isinstance(checks["attention"], dict) else {}
 nccl = checks["nccl"] if isinstance(checks["nccl"], dict) else {}
 mfu = bf16["mfu"]
 lines += ["", "## Targets (issue 17)", "", "| target | measured | |", "|---|---|---|",
@@ -156,6 +157,8 @@ lines += ["", "## Targets (issue 17)", "", "| target | measured | |", "|---|---|
           f"| native vs emulated loss curves (max step difference) | {fmt(curve and 100 * curve, '{:.3f}%')} over {len(pairs)} steps | |",
           f"| grouped experts = loop (outputs / gradients, rel.) | {fmt(experts.get('output_rel_err'), '{:.2e}')} / {fmt(experts.get('grad_rel_err'), '{:.2e}')} | {verdict(None if not experts else experts['output_rel_err'] < 2e-2 and experts['grad_rel_err'] < 2e-2)} |",
           f"| grouped experts speed (layer fwd+bwd / whole step) | {fmt(experts.get('grouped_speedup'), '{:.2f}×')} / {fmt(ratio(bf16['median_tokens_per_second'], loop['median_tokens_per_second']), '{:.2f}×')} | |",
+          f"| MLA attention, values padded = as they are (outputs / gradients, rel.) | {fmt(attention.get('padded_output_rel_err'), '{:.2e}')} / {fmt(attention.get('padded_grad_rel_err'), '{:.2e}')} | {verdict(None if not attention else attention['padded_output_rel_err'] < 2e-2 and attention['padded_grad_rel_err'] < 2e-2)} |",
+          f"| MLA attention kernel, as they are → padded (fwd+bwd speedup; training pads?) | {attention.get('backend', '—')} → {attention.get('padded_backend', '—')} ({fmt(attention.get('padded_speedup'), '{:.2f}×')}; {attention.get('training_pads', '—')}) | {verdict(None if not attention else attention['training_pads'] == (attention['padded_speedup'] > 1))} |",
           f"| one-rank {nccl.get('backend', 'NCCL')} group: collectives + ZeRO-0 (blocks recomputed) and ZeRO-1 steps | {nccl.get('collectives', '—')}; last loss {fmt(nccl['main_losses'][-1]) if nccl.get('main_losses') else '—'}, largest relative difference from one process {fmt(nccl['max_rel_diff'], '{:.1e}') if 'max_rel_diff' in nccl else '—'} | {verdict(bool(nccl) if steps_status.get('nccl') else None)} |",
           ]
 lines += [f"- {l}" for l in read("nccl", "err").splitlines() if l.startswith("process-group:")]

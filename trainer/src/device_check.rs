@@ -17,6 +17,7 @@ use crate::experts::{self, Dispatch, ExpertsPath};
 use crate::fp8::quant::{quantize, Granularity};
 use crate::fp8::{self, ScaleMode};
 use crate::linear::Precision;
+use crate::mla::{causal_attention, sdp_backend, PadValues};
 use crate::mlp::Mlp;
 use crate::optim::release_grads;
 use crate::train::{Recompute, TrainConfig, Trainer};
@@ -147,6 +148,85 @@ pub fn experts(device: Device, cfg: &ModelConfig, tokens: i64, runs: usize) -> R
         "loop_ms": loop_ms,
         "grouped_ms": grouped_ms,
         "grouped_speedup": loop_ms / grouped_ms,
+    }))
+}
+
+/// The name of a fused-attention kernel by its `SDPBackend` number.
+fn backend_name(backend: i64) -> &'static str {
+    match backend {
+        0 => "math",
+        1 => "flash",
+        2 => "efficient",
+        3 => "cudnn",
+        4 => "overrideable",
+        _ => "none",
+    }
+}
+
+/// The causal attention of `cfg`'s MLA in training (`batch` sequences of `seq` tokens, BF16 on
+/// CUDA, FP32 on CPU): SDPA on the values as they are against the values zero-padded to the
+/// query's head dim (`causal_attention`'s two ways; training pads when that gets FlashAttention
+/// and the plain values do not): the kernel libtorch picks for each,
+/// their agreement in the output and in the gradients of q, k and v, and forward + backward time
+/// (TFLOP/s counted on the unpadded dims, causal: 3.5 · b·h·s²·(qk + v)).
+pub fn attention(
+    device: Device,
+    cfg: &ModelConfig,
+    batch: i64,
+    seq: i64,
+    runs: usize,
+) -> Result<Value> {
+    tch::manual_seed(0);
+    let kind = if device.is_cuda() {
+        Kind::BFloat16
+    } else {
+        Kind::Float
+    };
+    let heads = cfg.n_heads;
+    let qk = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim;
+    let v_head = cfg.v_head_dim;
+    let scale = cfg.softmax_scale();
+    let input = |d: i64| Tensor::randn([batch, heads, seq, d], (kind, device));
+    let (q, k, v) = (input(qk), input(qk), input(v_head));
+    let probe = Tensor::randn([batch, heads, seq, v_head], (Kind::Float, device));
+    let pass = |pad: bool| {
+        let [q, k, v] = [&q, &k, &v].map(|t| t.copy().set_requires_grad(true));
+        let pad = if pad {
+            PadValues::Always
+        } else {
+            PadValues::Never
+        };
+        let out = causal_attention(&q, &k, &v, scale, pad);
+        (out.to_kind(Kind::Float) * &probe)
+            .sum(Kind::Float)
+            .backward();
+        let grads: Vec<Tensor> = [&q, &k, &v].iter().map(|t| t.grad().view([-1])).collect();
+        (out.detach(), Tensor::cat(&grads, 0))
+    };
+    let (out, grads) = pass(false);
+    let (out_padded, grads_padded) = pass(true);
+    let flops = 3.5 * (batch * heads) as f64 * (seq * seq) as f64 * (qk + v_head) as f64;
+    let timed = |pad: bool| {
+        let ms = median_ms(device, runs, || {
+            let _ = pass(pad);
+        });
+        json!({ "ms": ms, "tflops": flops / (ms * 1e-3) / 1e12 })
+    };
+    let (plain, padded) = (timed(false), timed(true));
+    let speedup = plain["ms"].as_f64().unwrap_or(0.0) / padded["ms"].as_f64().unwrap_or(1.0);
+    Ok(json!({
+        "check": "attention",
+        "device": format!("{device:?}"),
+        "dtype": format!("{kind:?}"),
+        "batch": batch, "seq": seq, "heads": heads, "qk_head_dim": qk, "v_head_dim": v_head,
+        "backend": backend_name(sdp_backend(&q, &k, &v, scale)),
+        "padded_backend": backend_name(sdp_backend(&q, &k, &q, scale)),
+        "training_pads": PadValues::Auto.applies(&q, &k, &v, scale),
+        "padded_output_rel_err": rel_err(&out_padded, &out),
+        "padded_grad_rel_err": rel_err(&grads_padded, &grads),
+        "plain": plain,
+        "padded": padded,
+        "padded_speedup": speedup,
     }))
 }
 
@@ -345,6 +425,19 @@ mod tests {
         let grad = ex["grad_rel_err"].as_f64().unwrap();
         assert!(out < 1e-2 && grad < 1e-2, "grouped vs loop: {ex}");
         assert_eq!(ex["idle_expert_grad_max"].as_f64(), Some(0.0));
+
+        // Zero-padded values give the same attention and gradients (FP32 on CPU).
+        let at = attention(Device::Cpu, &tiny_config(), 2, 32, 1).unwrap();
+        let out = at["padded_output_rel_err"].as_f64().unwrap();
+        let grad = at["padded_grad_rel_err"].as_f64().unwrap();
+        assert!(out < 1e-5 && grad < 1e-5, "padded vs plain: {at}");
+        assert_eq!(at["qk_head_dim"], 24);
+        assert_eq!(at["v_head_dim"], 16);
+        assert!(at["plain"]["ms"].as_f64().unwrap() > 0.0, "{at}");
+        // On the CPU the narrower values get the math kernel, padded ones FlashAttention.
+        assert_eq!(at["backend"], "math", "{at}");
+        assert_eq!(at["padded_backend"], "flash", "{at}");
+        assert_eq!(at["training_pads"], true, "{at}");
     }
 
     /// A one-rank Gloo group on CPU: the collectives keep the tensor, then ZeRO-0 and ZeRO-1

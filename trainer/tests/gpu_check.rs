@@ -31,6 +31,7 @@ fn gpu_check_runs_every_step_on_cpu() {
         "fp8-emulated",
         "fp8-gemm",
         "experts",
+        "attention",
         "nccl",
         "generate",
     ] {
@@ -42,7 +43,11 @@ fn gpu_check_runs_every_step_on_cpu() {
     // Native FP8 needs Hopper: on CPU the step fails and the report says why.
     assert!(report.contains("| fp8-native | 1 |"), "{report}");
     assert!(report.contains("not a CUDA device"), "{report}");
-    for target in ["| grouped experts = loop", "| one-rank Gloo group"] {
+    for target in [
+        "| grouped experts = loop",
+        "| MLA attention, values padded = as they are",
+        "| one-rank Gloo group",
+    ] {
         let row = report.lines().find(|l| l.starts_with(target));
         assert!(
             row.is_some_and(|r| r.ends_with("| met |")),

@@ -45,6 +45,20 @@ enum What {
         #[arg(long, default_value_t = 16384)]
         tokens: i64,
     },
+    /// The causal attention of one MLA layer of --model in training: SDPA on the values as
+    /// they are against the values zero-padded to the query's head dim (which lets
+    /// FlashAttention run): the kernel each gets, their agreement, forward + backward time.
+    Attention {
+        /// Model config whose heads and head dims are used.
+        #[arg(long, default_value = "configs/model/small.toml")]
+        model: PathBuf,
+        /// Sequences in the batch.
+        #[arg(long, default_value_t = 16)]
+        batch: i64,
+        /// Tokens per sequence.
+        #[arg(long, default_value_t = 1024)]
+        seq: i64,
+    },
     /// A one-rank process group (NCCL on CUDA, Gloo on CPU): every collective data parallelism
     /// uses, then --steps ZeRO-0 (blocks recomputed) and --steps ZeRO-1 training steps of
     /// --model with --config over that group, which must match the same steps in one process.
@@ -68,6 +82,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         What::Experts { model, tokens } => {
             device_check::experts(device, &ModelConfig::from_file(&model)?, tokens, args.runs)?
         }
+        What::Attention { model, batch, seq } => device_check::attention(
+            device,
+            &ModelConfig::from_file(&model)?,
+            batch,
+            seq,
+            args.runs,
+        )?,
         What::ProcessGroup {
             model,
             config,
