@@ -158,12 +158,11 @@ fn grouped(experts: &[Mlp], x: &Tensor, offsets: &Tensor) -> Tensor {
     } else {
         x.kind()
     };
+    // Stacked, then cast once: a cast per expert would be E kernels forward and E backward per
+    // projection (hundreds of launches a step with fine-grained experts), one cast is one each.
     let stacked = |proj: fn(&Mlp) -> &Linear| {
-        let ws: Vec<Tensor> = experts
-            .iter()
-            .map(|e| proj(e).weight.to_kind(kind))
-            .collect();
-        Tensor::stack(&ws, 0)
+        let ws: Vec<&Tensor> = experts.iter().map(|e| &proj(e).weight).collect();
+        Tensor::stack(&ws, 0).to_kind(kind)
     };
     // x `[M, in]` times each expert's `Wᵀ`: the `[E, in, out]` view torchtitan passes.
     let mm = |a: &Tensor, w: &Tensor| {
