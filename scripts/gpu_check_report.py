@@ -117,7 +117,9 @@ for name, r in runs.items():
               f"(all tables: profile-{name}.md; trace: profile-{name}.json.gz)", "",
               f"- {s['step_ms']:.1f} ms per step, GPU busy {busy}, "
               f"{s['host_reads_per_step']:.1f} device reads per step by whale's code, "
-              f"{fmt(s['syncs_per_step'], '{:.1f}')} CUDA synchronizations per step", "",
+              f"{fmt(s['syncs_per_step'], '{:.1f}')} CUDA synchronizations per step, "
+              f"{fmt(s['gpu_ops_per_step'], '{:.0f}')} GPU kernels/copies per step averaging "
+              f"{fmt(s['gpu_op_mean_us'], '{:.1f}')} µs", "",
               "| GPU time by kind (or CPU operator) | ms per step | share of step |", "|---|---|---|"]
     for t in (s["gpu_kinds"] or s["cpu_ops"][:8]) + s["gpu_kernels"][:6]:
         lines.append(f"| {t['name'][:90]} | {t['ms_per_step']:.2f} | {100 * t['share']:.1f}% |")

@@ -268,6 +268,11 @@ pub struct Summary {
     /// synchronizations, synchronous copies): every device read and device-to-host copy makes
     /// one. None on a CPU.
     pub syncs_per_step: Option<f64>,
+    /// Kernels, copies and fills run on the GPU per step, and their mean duration in µs: eager
+    /// libtorch spends several µs of CPU launching each, so when they average not much more
+    /// than that, the GPU waits for the CPU (None on a CPU).
+    pub gpu_ops_per_step: Option<f64>,
+    pub gpu_op_mean_us: Option<f64>,
     /// GPU time by kind of kernel (matmul, attention, communication, copies, other).
     pub gpu_kinds: Vec<Timed>,
     /// The GPU kernels that took longest.
@@ -384,6 +389,9 @@ impl Profile {
             host_reads_per_step: own_reads as f64 / steps as f64,
             operator_reads,
             syncs_per_step: (!gpu.is_empty()).then_some(syncs as f64 / steps as f64),
+            gpu_ops_per_step: (!gpu.is_empty()).then_some(gpu.len() as f64 / steps as f64),
+            gpu_op_mean_us: (!gpu.is_empty())
+                .then(|| gpu.iter().map(|e| e.ns()).sum::<u64>() as f64 / gpu.len() as f64 / 1e3),
             gpu_kinds: table(kinds, TOP),
             gpu_kernels: table(kernels, TOP),
             cpu_ops: table(self_times(&ops, &caller), TOP),
@@ -513,6 +521,12 @@ impl Summary {
                 md,
                 "- {:.1} reads of a device value per step inside `{}`",
                 r.per_step, r.name
+            );
+        }
+        if let (Some(ops), Some(us)) = (self.gpu_ops_per_step, self.gpu_op_mean_us) {
+            let _ = writeln!(
+                md,
+                "- {ops:.0} kernels, copies and fills per step on the GPU, {us:.1} µs each on average (each costs the CPU several µs to launch: when they are this short, the GPU waits for the CPU)"
             );
         }
         if let Some(syncs) = self.syncs_per_step {
@@ -673,6 +687,39 @@ mod tests {
     }
 
     #[test]
+    fn a_gpu_profile_counts_kernels_syncs_and_busy_time() {
+        let event = |name: &str, kind, start, end| Event {
+            name: name.into(),
+            kind,
+            start_ns: start,
+            end_ns: end,
+            thread: 1,
+        };
+        // Two steps of 1000 ns; three kernels (one a copy) busy 600 ns in all; one sync.
+        let profile = Profile {
+            events: vec![
+                op("ProfilerStep#1", 0, 1000, 1),
+                op("ProfilerStep#2", 1000, 2000, 1),
+                event("nvjet_tst_gemm", EventKind::Gpu, 100, 400),
+                event("Memcpy DtoH (Device -> Pageable)", EventKind::Gpu, 500, 600),
+                event("flash_fwd_kernel", EventKind::Gpu, 1200, 1400),
+                event("cudaLaunchKernel", EventKind::Runtime, 50, 60),
+                event("cudaStreamSynchronize", EventKind::Runtime, 450, 650),
+            ],
+        };
+        let s = profile.summary();
+        assert_eq!(s.steps, 2);
+        assert_eq!(s.gpu_busy, Some(0.3));
+        assert_eq!(s.syncs_per_step, Some(0.5));
+        assert_eq!(s.gpu_ops_per_step, Some(1.5));
+        assert_eq!(s.gpu_op_mean_us, Some(0.2));
+        assert_eq!(s.gpu_kinds[0].name, "matmul");
+        let md = s.to_markdown("t");
+        assert!(md.contains("0.5 CUDA synchronizations per step"), "{md}");
+        assert!(md.contains("2 kernels, copies and fills per step"), "{md}");
+    }
+
+    #[test]
     fn gpu_busy_counts_overlaps_once_and_only_inside_steps() {
         let spans = [(0, 50), (40, 80), (120, 130), (300, 400)];
         // Steps [10, 100) and [100, 200): covered 10..80 and 120..130.
@@ -723,6 +770,7 @@ mod tests {
         assert_eq!(s.host_reads_per_step, 1.0);
         assert_eq!(s.operator_reads, []);
         assert_eq!(s.syncs_per_step, None);
+        assert_eq!((s.gpu_ops_per_step, s.gpu_op_mean_us), (None, None));
         assert!(s.cpu_ops.iter().any(|r| r.name == "aten::mm"), "{s:?}");
         assert!(s.cpu_ops.iter().all(|r| r.share <= 1.0 + 1e-9));
         let trace: serde_json::Value =
