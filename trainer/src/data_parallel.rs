@@ -102,8 +102,8 @@ fn global_norm(squares: &Tensor, expert_squares: Option<&Tensor>) -> f64 {
 }
 
 /// A step's numbers that every rank must agree on, before and after the all-reduce. They stay
-/// on the device through the micro-batches: reading them there would stall the GPU after every
-/// backward, so a step reads them once (the all-reduce's read, alone the trainer's).
+/// on the device through the micro-batches and the all-reduce: reading them would stall the GPU
+/// each time, so the trainer reads them once, after the last backward (and the all-reduce).
 pub struct StepStats {
     /// Loss terms (Double, one dimension), each the mean over this rank's micro-batches (after:
     /// over all ranks).
