@@ -28,6 +28,7 @@ use crate::config::ModelConfig;
 use crate::custom_grad::{self, CustomGrad};
 use crate::dist::ProcessGroup;
 use crate::experts::{self, ExpertsPath};
+use crate::host_memory::upload;
 use crate::mlp::Mlp;
 
 /// Which routed experts a process holds: `first .. first + count`.
@@ -190,7 +191,7 @@ impl ExpertGroup {
         // 1. Every rank's copy counts per expert: `all[src * n + e]`.
         let all = {
             // On the tokens' device: NCCL moves CUDA tensors only.
-            let mine = Tensor::from_slice(counts).to_device(sorted.device());
+            let mine = upload(&Tensor::from_slice(counts), sorted.device())?;
             let out = mine.new_zeros(
                 [counts.len() as i64 * ep as i64],
                 (Kind::Int64, mine.device()),
@@ -226,12 +227,12 @@ impl ExpertGroup {
                 *start += c;
             }
         }
-        let order = Tensor::from_slice(&by_expert).to_device(sorted.device());
+        let order = upload(&Tensor::from_slice(&by_expert), sorted.device())?;
         let grouped = received.index_select(0, &order);
         let sizes: Vec<i64> = (0..per)
             .map(|k| (0..ep).map(|src| of(src, k)).sum())
             .collect();
-        let sizes = Tensor::from_slice(&sizes).to_device(sorted.device());
+        let sizes = upload(&Tensor::from_slice(&sizes), sorted.device())?;
         // In the dispatch dtype, which every rank shares (the combine's buffers are allocated
         // from it).
         let computed = experts::forward(path, experts, &grouped, &sizes).to_kind(sorted.kind());
