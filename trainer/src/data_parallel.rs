@@ -649,7 +649,9 @@ impl DataParallel {
         let Some(zero) = &self.zero else {
             release_unreached(&self.params, shared);
             if self.experts.is_none() {
-                return Ok(optimizer.step(lr));
+                let norm = optimizer.grad_norm();
+                optimizer.step(lr, norm);
+                return Ok(norm);
             }
             let expert_squares = self.reduce_expert_gradients(own)?;
             let defined: Vec<Tensor> = self
@@ -660,8 +662,7 @@ impl DataParallel {
                 .collect();
             let squares = AdamW::grad_squares(&defined, self.params[0].device());
             let norm = global_norm(&squares, expert_squares.as_ref());
-            optimizer.update(lr, &optimizer.grads(), norm);
-            optimizer.zero_grad();
+            optimizer.step(lr, norm);
             return Ok(norm);
         };
         let expert_squares = self.reduce_expert_gradients(own)?;

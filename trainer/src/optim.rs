@@ -207,14 +207,20 @@ impl AdamW {
         self.params.keys().map(String::as_str)
     }
 
-    /// The L2 norm of all of `grads` together (one read from their device).
-    pub fn grad_norm(grads: &[Tensor]) -> f64 {
-        match grads.first() {
-            Some(g) => Self::grad_squares(grads, g.device())
-                .double_value(&[])
-                .sqrt(),
-            None => 0.0,
-        }
+    /// Σ‖g‖² over the slots' gradients, on their device and not read (see `grad_squares`).
+    pub fn slot_grad_squares(&self) -> Tensor {
+        let defined: Vec<Tensor> = self.grads().into_iter().filter(Tensor::defined).collect();
+        let device = self
+            .params
+            .values()
+            .next()
+            .map_or(Device::Cpu, |p| p.tensor.device());
+        Self::grad_squares(&defined, device)
+    }
+
+    /// The L2 norm of the slots' gradients together (one read from their device).
+    pub fn grad_norm(&self) -> f64 {
+        self.slot_grad_squares().double_value(&[]).sqrt()
     }
 
     /// Σ‖g‖² over `grads` as a Double scalar on `device`, left there: data-parallel ranks sum
@@ -249,19 +255,12 @@ impl AdamW {
         self.params.values().map(|p| p.tensor.grad()).collect()
     }
 
-    /// One AdamW update at learning rate `lr` after scaling the gradients so that their global L2
-    /// norm is at most `clip`; then releases the gradients. Returns the norm before clipping.
-    pub fn step(&mut self, lr: f64) -> f64 {
-        let grads = self.grads();
-        let defined: Vec<Tensor> = grads
-            .iter()
-            .filter(|g| g.defined())
-            .map(Tensor::shallow_clone)
-            .collect();
-        let norm = Self::grad_norm(&defined);
-        self.update(lr, &grads, norm);
+    /// One AdamW update at learning rate `lr` from the slots' gradients, whose global L2 norm is
+    /// `norm` (`grad_norm`, or read with other values from `slot_grad_squares`), after scaling
+    /// them to norm at most `clip`; then releases the gradients.
+    pub fn step(&mut self, lr: f64, norm: f64) {
+        self.update(lr, &self.grads(), norm);
         self.zero_grad();
-        norm
     }
 
     /// One AdamW update from `grads` (one per slot in `names` order; an undefined one leaves its
@@ -453,7 +452,7 @@ mod tests {
             MomentStore::Beside,
         );
         (w.sum(Kind::Float) * 2.0 + b.sum(Kind::Float) * 3.0).backward();
-        opt.step(0.01);
+        opt.step(0.01, opt.grad_norm());
         // First step: m̂/√v̂ = sign(g), so the update is lr·1 for every element; only w decays.
         let w_after = Vec::<f32>::try_from(&w.view([-1])).unwrap();
         let expected = [1.0f32, -2.0, 3.0, 0.5].map(|x| x * (1.0 - 0.01 * 0.1) - 0.01);
@@ -473,8 +472,9 @@ mod tests {
             MomentStore::Beside,
         );
         (&w * 10.0).sum(Kind::Float).backward();
-        let norm = opt.step(0.01);
+        let norm = opt.grad_norm();
         assert!((norm - 20.0).abs() < 1e-4);
+        opt.step(0.01, norm);
         // m = (1 - β1)·g with g clipped to norm 1: 0.1 · 10/20 per element.
         let m = &opt.state_tensors()[0].1;
         let m_norm = m.norm().double_value(&[]);
@@ -548,7 +548,9 @@ mod tests {
                 .iter()
                 .map(|g| {
                     (&w * g).sum(Kind::Float).backward();
-                    opt.step(0.01)
+                    let norm = opt.grad_norm();
+                    opt.step(0.01, norm);
+                    norm
                 })
                 .collect();
             let kinds: Vec<Kind> = opt.state_tensors().iter().map(|(_, t)| t.kind()).collect();

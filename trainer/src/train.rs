@@ -65,6 +65,8 @@ fn max_over_mean(counts: &Tensor) -> Tensor {
 struct StepRead {
     /// total, main, MTP, balance, device/communication balance (`micro_stats`' order).
     means: [f64; StepRead::MEANS],
+    /// The global gradient norm, when it was read with the rest.
+    grad_norm: Option<f64>,
     expert_load: Vec<f64>,
     dropped: Vec<u64>,
     ep_imbalance: Option<f64>,
@@ -423,7 +425,12 @@ impl Trainer {
             }
             None => None,
         };
-        let read = self.read_stats(&stats)?;
+        // Alone, the gradient norm that clipping needs is read with the statistics: one read.
+        let squares = self
+            .parallel
+            .is_none()
+            .then(|| self.optimizer.slot_grad_squares());
+        let read = self.read_stats(&stats, squares.as_ref())?;
         let [loss, main, mtp, balance, device_comm] = read.means;
         if !loss.is_finite() {
             release_grads(&self.vs.trainable_variables());
@@ -434,9 +441,13 @@ impl Trainer {
             .into());
         }
         let lr = self.cfg.lr.lr(self.step, progress);
-        let grad_norm = match (&self.parallel, &anywhere) {
-            (Some(dp), Some(anywhere)) => dp.step(&mut self.optimizer, lr, anywhere)?,
-            _ => self.optimizer.step(lr),
+        let grad_norm = match (&self.parallel, &anywhere, read.grad_norm) {
+            (Some(dp), Some(anywhere), _) => dp.step(&mut self.optimizer, lr, anywhere)?,
+            (None, _, Some(norm)) => {
+                self.optimizer.step(lr, norm);
+                norm
+            }
+            _ => bail!("a data-parallel step without its ranks' flags, or alone without its norm"),
         };
         let gamma = self.cfg.bias_gamma.value(progress);
         if gamma > 0.0 {
@@ -486,9 +497,11 @@ impl Trainer {
 
     /// The step's statistics on the host, in one read from the device: on a GPU every read
     /// waits for the device to finish what was queued, so a step makes as few as it can.
-    fn read_stats(&self, stats: &StepStats) -> Result<StepRead> {
+    /// With `grad_squares` (Σ‖g‖² on the device), the gradient norm comes with them.
+    fn read_stats(&self, stats: &StepStats, grad_squares: Option<&Tensor>) -> Result<StepRead> {
         let layers = stats.loads.len();
         let mut parts = vec![stats.means.to_kind(Kind::Double)];
+        parts.extend(grad_squares.map(Tensor::shallow_clone));
         parts.extend(
             stats
                 .loads
@@ -507,10 +520,12 @@ impl Trainer {
         let parts: Vec<Tensor> = parts.iter().map(|p| p.view([-1])).collect();
         let all = Vec::<f64>::try_from(&Tensor::cat(&parts, 0))?;
         let (means, rest) = all.split_at(StepRead::MEANS);
+        let (squares, rest) = rest.split_at(grad_squares.map_or(0, |_| 1));
         let (expert_load, rest) = rest.split_at(layers);
         let (dropped, imbalance) = rest.split_at(stats.dropped.numel());
         Ok(StepRead {
             means: means.try_into().context("the step's loss terms")?,
+            grad_norm: squares.first().map(|s| s.sqrt()),
             expert_load: expert_load.to_vec(),
             dropped: dropped.iter().map(|&n| n as u64).collect(),
             ep_imbalance: (ep > 1).then(|| imbalance.iter().copied().fold(1.0, f64::max)),
