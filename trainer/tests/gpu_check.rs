@@ -74,3 +74,47 @@ fn gpu_check_runs_every_step_on_cpu() {
         "{files} files: a device run brings back 8 at most"
     );
 }
+
+/// On the GPU machine the whole check must end within one 600 s device run even if every step
+/// runs into its limit: the sum of the CUDA limits, each step at its largest (the BF16 fallback
+/// gives `bf16-loop` the full training limit), stays at the 580 s the script promises.
+#[test]
+fn gpu_check_step_limits_fit_one_device_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let script = std::fs::read_to_string(root.join("scripts/gpu-check")).unwrap();
+    // The CUDA branch's limits: the first line that sets T_TRAIN.
+    let limits: std::collections::HashMap<&str, u64> = script
+        .lines()
+        .find(|l| l.trim_start().starts_with("T_TRAIN="))
+        .expect("the CUDA limits line")
+        .split_whitespace()
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').expect("NAME=SECONDS");
+            (k, v.parse().expect("seconds"))
+        })
+        .collect();
+    let mut worst: std::collections::BTreeMap<&str, u64> = Default::default();
+    for line in script.lines().map(str::trim_start) {
+        let mut words = line.split_whitespace();
+        if !matches!(words.next(), Some("step" | "train")) {
+            continue;
+        }
+        let (Some(name), Some(limit)) = (words.next(), words.next()) else {
+            continue;
+        };
+        if name.starts_with('"') {
+            continue; // the helper's own body
+        }
+        let limit = limit.trim_matches('"');
+        let seconds = match limit.strip_prefix('$') {
+            Some(var) => limits[var],
+            None => limit.parse().expect("a literal limit"),
+        };
+        let slot = worst.entry(name).or_default();
+        *slot = (*slot).max(seconds);
+    }
+    assert_eq!(worst.len(), 10, "{worst:?}");
+    assert_eq!(worst["bf16-loop"], limits["T_TRAIN"], "{worst:?}");
+    let total: u64 = worst.values().sum();
+    assert!(total <= 580, "{total} s in the worst case: {worst:?}");
+}
