@@ -115,6 +115,22 @@ pub struct StepStats {
     pub dropped: Tensor,
 }
 
+impl StepStats {
+    /// The two summed term by term (a step's micro-batches).
+    pub fn plus(self, other: StepStats) -> StepStats {
+        StepStats {
+            means: self.means + other.means,
+            loads: self
+                .loads
+                .iter()
+                .zip(&other.loads)
+                .map(|(a, b)| a + b)
+                .collect(),
+            dropped: self.dropped + other.dropped,
+        }
+    }
+}
+
 /// One rank of a data-parallel job.
 pub struct DataParallel {
     pub group: Arc<ProcessGroup>,

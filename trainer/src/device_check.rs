@@ -189,13 +189,8 @@ pub fn attention(
     let input = |d: i64| Tensor::randn([batch, heads, seq, d], (kind, device));
     let (q, k, v) = (input(qk), input(qk), input(v_head));
     let probe = Tensor::randn([batch, heads, seq, v_head], (Kind::Float, device));
-    let pass = |pad: bool| {
+    let pass = |pad: PadValues| {
         let [q, k, v] = [&q, &k, &v].map(|t| t.copy().set_requires_grad(true));
-        let pad = if pad {
-            PadValues::Always
-        } else {
-            PadValues::Never
-        };
         let out = causal_attention(&q, &k, &v, scale, pad);
         (out.to_kind(Kind::Float) * &probe)
             .sum(Kind::Float)
@@ -203,17 +198,16 @@ pub fn attention(
         let grads: Vec<Tensor> = [&q, &k, &v].iter().map(|t| t.grad().view([-1])).collect();
         (out.detach(), Tensor::cat(&grads, 0))
     };
-    let (out, grads) = pass(false);
-    let (out_padded, grads_padded) = pass(true);
+    let (out, grads) = pass(PadValues::Never);
+    let (out_padded, grads_padded) = pass(PadValues::Always);
     let flops = 3.5 * (batch * heads) as f64 * (seq * seq) as f64 * (qk + v_head) as f64;
-    let timed = |pad: bool| {
-        let ms = median_ms(device, runs, || {
+    let ms = |pad| {
+        median_ms(device, runs, || {
             let _ = pass(pad);
-        });
-        json!({ "ms": ms, "tflops": flops / (ms * 1e-3) / 1e12 })
+        })
     };
-    let (plain, padded) = (timed(false), timed(true));
-    let speedup = plain["ms"].as_f64().unwrap_or(0.0) / padded["ms"].as_f64().unwrap_or(1.0);
+    let (plain_ms, padded_ms) = (ms(PadValues::Never), ms(PadValues::Always));
+    let timing = |ms: f64| json!({ "ms": ms, "tflops": flops / (ms * 1e-3) / 1e12 });
     Ok(json!({
         "check": "attention",
         "device": format!("{device:?}"),
@@ -224,9 +218,9 @@ pub fn attention(
         "training_pads": PadValues::Auto.applies(&q, &k, &v, scale),
         "padded_output_rel_err": rel_err(&out_padded, &out),
         "padded_grad_rel_err": rel_err(&grads_padded, &grads),
-        "plain": plain,
-        "padded": padded,
-        "padded_speedup": speedup,
+        "plain": timing(plain_ms),
+        "padded": timing(padded_ms),
+        "padded_speedup": plain_ms / padded_ms,
     }))
 }
 

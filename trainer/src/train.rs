@@ -405,16 +405,7 @@ impl Trainer {
             let micro = micro_stats(losses, accumulation);
             stats = Some(match stats {
                 None => micro,
-                Some(sum) => StepStats {
-                    means: sum.means + micro.means,
-                    loads: sum
-                        .loads
-                        .iter()
-                        .zip(&micro.loads)
-                        .map(|(a, b)| a + b)
-                        .collect(),
-                    dropped: sum.dropped + micro.dropped,
-                },
+                Some(sum) => sum.plus(micro),
             });
         }
         let mut stats = stats.context("a step has at least one micro-batch")?;
