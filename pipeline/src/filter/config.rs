@@ -17,7 +17,7 @@ use super::length::Length;
 use super::url::UrlRule;
 
 /// The whole filter configuration. Defaults are datatrove's (FineWeb's) thresholds, with
-/// FineWeb-2's thresholds and stop words for Chinese, German, French and Russian in `per_lang`.
+/// FineWeb-2's thresholds and stop words for 25 languages in `per_lang`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FilterConfig {
@@ -68,35 +68,9 @@ impl Default for FilterConfig {
     }
 }
 
-/// FineWeb-2's per-language thresholds and stop words (`configs/{iso3}_{script}.yml` of
-/// huggingface/fineweb-2) for the languages whale ships defaults for. C4's line rules assume
-/// Latin punctuation, so Chinese does not run them.
-const FINEWEB2_PER_LANG: &str = r#"
-[zh]
-lang = { min_score = 0.692 }
-c4 = { enabled = false }
-fineweb = { line_punct_thr = 0.106, new_line_ratio = 0.178 }
-gopher_repetition = { dup_line_frac = 0.287, top_n_grams = [[2, 0.256], [3, 0.201], [4, 0.171]], dup_n_grams = [[5, 0.198], [6, 0.182], [7, 0.167], [8, 0.154], [9, 0.14], [10, 0.127]] }
-gopher_quality = { min_avg_word_length = 1.0, max_avg_word_length = 5.0, min_alpha_words_ratio = 0.735, stop_words = ["的", "年", "在", "月", "是", "和", "日", "了", "於", "·", "為", "有", "被", "人", "中", "为", "他", "與", "後", "也", "而", "由"] }
-
-[de]
-lang = { min_score = 0.821 }
-fineweb = { line_punct_thr = 0.0, new_line_ratio = 0.152 }
-gopher_repetition = { dup_line_frac = 0.263, top_n_grams = [[2, 0.169], [3, 0.153], [4, 0.137]], dup_n_grams = [[5, 0.141], [6, 0.134], [7, 0.126], [8, 0.117], [9, 0.108], [10, 0.098]] }
-gopher_quality = { min_avg_word_length = 0.0, max_avg_word_length = 15.0, min_alpha_words_ratio = 0.774, stop_words = ["der", "und", "die", "in", "von", "im", "den", "des", "mit", "das", "er", "dem", "als", "wurde", "für"] }
-
-[fr]
-lang = { min_score = 0.824 }
-fineweb = { line_punct_thr = 0.1, new_line_ratio = 0.185 }
-gopher_repetition = { dup_line_frac = 0.264, top_n_grams = [[2, 0.161], [3, 0.149], [4, 0.134]], dup_n_grams = [[5, 0.15], [6, 0.141], [7, 0.131], [8, 0.121], [9, 0.111], [10, 0.1]] }
-gopher_quality = { min_avg_word_length = 2.0, max_avg_word_length = 11.0, min_alpha_words_ratio = 0.812, stop_words = ["de", "la", "le", "et", "à", "en", "l'", "des", "du", "les", "est", "d'", "un", "une", "il", "dans", "par", "au"] }
-
-[ru]
-lang = { min_score = 0.9 }
-fineweb = { line_punct_thr = 0.231, new_line_ratio = 0.139 }
-gopher_repetition = { dup_line_frac = 0.322, top_n_grams = [[2, 0.184], [3, 0.164], [4, 0.146]], dup_n_grams = [[5, 0.168], [6, 0.156], [7, 0.145], [8, 0.133], [9, 0.121], [10, 0.109]] }
-gopher_quality = { min_avg_word_length = 3.0, max_avg_word_length = 11.0, min_alpha_words_ratio = 0.713, stop_words = ["в", "и", "на", "с", "года", "по", "году", "из", "был", "к", "не", "от", "что", "за", "для", "его", "как", "а", "он", "также", "до", "после"] }
-"#;
+/// FineWeb-2's per-language thresholds and stop words for the 25 languages whose words whale
+/// splits as datatrove does (the file's header says which and why).
+const FINEWEB2_PER_LANG: &str = include_str!("fineweb2_per_lang.toml");
 
 impl FilterConfig {
     /// Read and validate a config file.
@@ -194,6 +168,21 @@ mod tests {
         );
         assert_eq!(zh.gopher_repetition.top_n_grams[0], (2, 0.256));
         assert!(!zh.c4.enabled);
+        let langs: Vec<&str> = per_lang.keys().map(String::as_str).collect();
+        assert_eq!(langs.len(), 25, "{langs:?}");
+        let es = &per_lang["es"];
+        assert_eq!(es.gopher_repetition.top_n_grams[0], (2, 0.077));
+        assert_eq!(es.gopher_quality.min_avg_word_length, 4.0);
+        assert_eq!(es.gopher_quality.stop_words[..3], ["de", "la", "en"]);
+        assert_eq!(per_lang["nb"].lang.min_score, 0.813);
+        assert!(per_lang["ar"]
+            .gopher_quality
+            .stop_words
+            .contains(&"،".to_string()));
+        assert!(
+            !per_lang.contains_key("ja"),
+            "no word segmenter for Japanese"
+        );
     }
 
     #[test]

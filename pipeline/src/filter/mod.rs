@@ -224,6 +224,45 @@ mod tests {
         );
     }
 
+    /// The same news item in Spanish, Dutch and Polish: FineWeb-2's stop words and thresholds
+    /// keep it; the base rules, whose stop words are English, would drop every one.
+    #[test]
+    fn prose_in_languages_with_fineweb2_tables_is_kept() {
+        const NEWS: [(&str, &str); 3] = [
+            ("es", "El ayuntamiento de Valencia aprobó el lunes un nuevo presupuesto para la biblioteca municipal. \
+                Los vecinos preguntaron por el horario de apertura, y la alcaldesa prometió que las puertas permanecerán abiertas hasta tarde. \
+                Varios profesores explicaron que la sala de lectura se había quedado pequeña durante años. \
+                El arquitecto presentó una ampliación con dos plantas nuevas y un jardín interior. \
+                Las obras comenzarán en primavera, según el calendario publicado por la concejalía de cultura. \
+                Los comercios del barrio se han ofrecido a colaborar con la compra de libros para la sección infantil."),
+            ("nl", "De gemeenteraad van Utrecht heeft maandagavond de begroting voor de nieuwe bibliotheek besproken. \
+                Bewoners vroegen naar de openingstijden, en de burgemeester beloofde dat de deuren tot laat open blijven. \
+                Verschillende leraren zeiden dat de leeszaal al jaren te klein is. \
+                De architect legde uit dat de uitbreiding twee verdiepingen en een tuin krijgt. \
+                Het werk begint volgens de planning in het voorjaar, en de gemeente publiceert volgende week de tekeningen. \
+                Lokale ondernemers hebben aangeboden om mee te betalen aan nieuwe boeken voor de kinderafdeling."),
+            ("pl", "Rada miasta Krakowa omówiła w poniedziałek budżet nowej biblioteki publicznej. \
+                Mieszkańcy pytali o godziny otwarcia, a prezydent miasta obiecał, że drzwi będą otwarte do późna. \
+                Kilku nauczycieli powiedziało, że czytelnia od lat jest zbyt mała. \
+                Architekt wyjaśnił, że rozbudowa obejmie dwa nowe piętra oraz ogród. \
+                Prace mają się rozpocząć wiosną, a szczegółowe plany zostaną opublikowane w przyszłym tygodniu. \
+                Lokalni przedsiębiorcy zaoferowali pomoc w zakupie nowych książek dla oddziału dziecięcego."),
+        ];
+        let filter = Filter::new(FilterConfig::default()).unwrap();
+        let mut english_only = FilterConfig::default();
+        english_only.per_lang.clear();
+        let english_only = Filter::new(english_only).unwrap();
+        for (lang, text) in NEWS {
+            let d = filter.decide(&doc(text));
+            assert_eq!((d.lang.as_str(), d.dropped_by.as_deref()), (lang, None));
+            assert_eq!(
+                english_only.decide(&doc(text)).dropped_by.as_deref(),
+                Some("gopher_quality.gopher_enough_stop_words"),
+                "{lang}"
+            );
+        }
+    }
+
     #[test]
     fn per_language_rules_apply_and_lang_can_come_with_the_document() {
         let filter = Filter::new(FilterConfig::default()).unwrap();
