@@ -1,29 +1,42 @@
-//! Runs each English filter rule set over a JSONL file of `{"id", "text"}` documents, one rule
-//! set at a time, and prints every document's decisions as JSON lines plus one timing line per
-//! rule set on stderr. `scripts/bench-filter` compares these with datatrove's decisions on the
-//! same documents and times both.
+//! Runs each filter rule set, as whale's defaults resolve it for one language, over a JSONL file
+//! of `{"id", "text"}` documents, one rule set at a time, and prints every document's decisions
+//! as JSON lines plus one timing line per rule set on stderr. `scripts/bench-filter` compares
+//! these with datatrove's decisions on the same documents and times both.
 //!
-//! Usage: filter_rules DOCS.jsonl > decisions.jsonl 2> timings.jsonl
-//!        filter_rules --words DOCS.jsonl > words.jsonl   (each document's English words)
+//! Usage: filter_rules [--lang L] DOCS.jsonl > decisions.jsonl 2> timings.jsonl
+//!        filter_rules [--lang L] --words DOCS.jsonl > words.jsonl   (each document's words)
+//!        filter_rules [--lang L] --rules                            (the rule set, as JSON)
+//! The language defaults to English.
 
 use std::io::{BufRead, Write};
 use std::time::Instant;
 
-use pipeline::filter::c4::{C4Outcome, C4};
-use pipeline::filter::fineweb::FineWeb;
-use pipeline::filter::gopher_quality::GopherQuality;
-use pipeline::filter::gopher_repetition::GopherRepetition;
+use pipeline::filter::c4::C4Outcome;
+use pipeline::filter::config::FilterConfig;
 use pipeline::filter::text::Ctx;
 
 /// A rule set as the benchmark runs it: text → (decision, C4's rewritten text).
 type Rule<'a> = &'a dyn Fn(&str) -> (String, Option<String>);
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let lang = match args.iter().position(|a| a == "--lang") {
+        Some(at) => {
+            args.remove(at);
+            args.remove(at)
+        }
+        None => "en".to_string(),
+    };
+    let (base, mut per_lang) = FilterConfig::default().resolve()?;
+    let rules = per_lang.remove(&lang).unwrap_or(base);
+    if args.first().is_some_and(|a| a == "--rules") {
+        println!("{}", serde_json::to_string(&rules)?);
+        return Ok(());
+    }
     let words_only = args.first().is_some_and(|a| a == "--words");
     let path = args
         .last()
-        .expect("usage: filter_rules [--words] DOCS.jsonl");
+        .expect("usage: filter_rules [--lang L] [--words] DOCS.jsonl");
     let file = std::io::BufReader::new(std::fs::File::open(path)?);
     let mut docs: Vec<(String, String)> = Vec::new();
     for line in file.lines() {
@@ -37,36 +50,39 @@ fn main() -> anyhow::Result<()> {
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         for (id, text) in &docs {
             let mut words = Vec::new();
-            pipeline::filter::words::split_words(text, "en", &mut words);
+            pipeline::filter::words::split_words(text, &lang, &mut words);
             writeln!(out, "{}", serde_json::json!({"id": id, "words": words}))?;
         }
         return Ok(());
     }
     let (rep, qual, c4, fw) = (
-        GopherRepetition::default(),
-        GopherQuality::default(),
-        C4::default(),
-        FineWeb::default(),
+        rules.gopher_repetition,
+        rules.gopher_quality,
+        rules.c4,
+        rules.fineweb,
     );
+    let lang = lang.as_str();
     let mut results: Vec<serde_json::Map<String, serde_json::Value>> =
         vec![serde_json::Map::new(); docs.len()];
     let keep = |r: Option<String>| r.unwrap_or_else(|| "keep".into());
+    let enabled = [rep.enabled, qual.enabled, c4.enabled, fw.enabled];
     let rules: [(&str, Rule); 4] = [
         ("gopher_repetition", &|t| {
-            (keep(rep.check(&Ctx::new(t, "en"))), None)
+            (keep(rep.check(&Ctx::new(t, lang))), None)
         }),
         ("gopher_quality", &|t| {
-            (keep(qual.check(&Ctx::new(t, "en")).map(String::from)), None)
+            (keep(qual.check(&Ctx::new(t, lang)).map(String::from)), None)
         }),
-        ("c4", &|t| match c4.apply(t, "en") {
+        ("c4", &|t| match c4.apply(t, lang) {
             C4Outcome::Keep(text) => ("keep".into(), Some(text)),
             C4Outcome::Drop(r) => (r.into(), None),
         }),
         ("fineweb", &|t| {
-            (keep(fw.check(&Ctx::new(t, "en")).map(String::from)), None)
+            (keep(fw.check(&Ctx::new(t, lang)).map(String::from)), None)
         }),
     ];
-    for (name, rule) in rules {
+    // A rule set the language's config turns off is not run (nor reported).
+    for ((name, rule), _) in rules.into_iter().zip(enabled).filter(|(_, on)| *on) {
         let start = Instant::now();
         let decisions: Vec<(String, Option<String>)> = docs.iter().map(|(_, t)| rule(t)).collect();
         let secs = start.elapsed().as_secs_f64();

@@ -12,6 +12,8 @@ pub mod config;
 pub mod fineweb;
 pub mod gopher_quality;
 pub mod gopher_repetition;
+mod ja_model;
+mod ja_words;
 pub mod lang;
 pub mod length;
 /// Python `str` semantics, which datatrove's rules and dedup normalization rely on.
@@ -228,7 +230,7 @@ mod tests {
     /// keep it; the base rules, whose stop words are English, would drop every one.
     #[test]
     fn prose_in_languages_with_fineweb2_tables_is_kept() {
-        const NEWS: [(&str, &str); 3] = [
+        const NEWS: [(&str, &str); 4] = [
             ("es", "El ayuntamiento de Valencia aprobó el lunes un nuevo presupuesto para la biblioteca municipal. \
                 Los vecinos preguntaron por el horario de apertura, y la alcaldesa prometió que las puertas permanecerán abiertas hasta tarde. \
                 Varios profesores explicaron que la sala de lectura se había quedado pequeña durante años. \
@@ -247,6 +249,12 @@ mod tests {
                 Architekt wyjaśnił, że rozbudowa obejmie dwa nowe piętra oraz ogród. \
                 Prace mają się rozpocząć wiosną, a szczegółowe plany zostaną opublikowane w przyszłym tygodniu. \
                 Lokalni przedsiębiorcy zaoferowali pomoc w zakupie nowych książek dla oddziału dziecięcego."),
+            ("ja", "京都市議会は月曜日、新しい市立図書館の予算案について審議した。\
+                住民からは開館時間についての質問が相次ぎ、市長は夜遅くまで開館することを約束した。\
+                複数の教員は、閲覧室が何年も前から手狭になっていると説明した。\
+                設計を担当した建築家は、増築によって二つの階と中庭が加わると述べた。\
+                工事は春に始まる予定で、詳しい図面は来週公表される。\
+                地元の商店主たちは、児童書コーナーの本の購入に協力すると申し出ている。"),
         ];
         let filter = Filter::new(FilterConfig::default()).unwrap();
         let mut english_only = FilterConfig::default();
@@ -255,9 +263,15 @@ mod tests {
         for (lang, text) in NEWS {
             let d = filter.decide(&doc(text));
             assert_eq!((d.lang.as_str(), d.dropped_by.as_deref()), (lang, None));
+            // English rules: no English stop words; Japanese words are shorter than English ones.
+            let english_reason = if lang == "ja" {
+                "gopher_quality.gopher_below_avg_threshold"
+            } else {
+                "gopher_quality.gopher_enough_stop_words"
+            };
             assert_eq!(
                 english_only.decide(&doc(text)).dropped_by.as_deref(),
-                Some("gopher_quality.gopher_enough_stop_words"),
+                Some(english_reason),
                 "{lang}"
             );
         }

@@ -6,29 +6,43 @@
 //! with datatrove's decisions this module reproduces spaCy's English tokenizer algorithm in plain
 //! Rust (no regex engine: the rules are small character tests), with its special-case table
 //! generated from spaCy itself (`scripts/gen-spacy-en-data`). Chinese goes through jieba-rs, the
-//! same segmenter datatrove configures for spaCy's Chinese tokenizer. Tokens are slices of the
-//! input, so splitting allocates only the output vector.
+//! same segmenter datatrove configures for spaCy's Chinese tokenizer. Japanese is segmented by
+//! TinySegmenter ([`ja_words`]): datatrove runs Sudachi there, whose dictionary (~200 MB) cannot
+//! ship inside a binary; TinySegmenter's model is 30 KB of weights and splits into similar short
+//! units (how often FineWeb-2's Japanese rules decide as with Sudachi: BENCHMARKS.md). Tokens are
+//! slices of the input, so splitting allocates only the output vector.
 
 use std::sync::OnceLock;
 
 use rustc_hash::FxHashMap;
 
+use super::ja_words;
 use super::pystr::{is_py_space, is_quote, split_py_space};
 use super::ref_data::{ICON_RANGES, SPECIAL_CASES};
 
 /// Appends the words of `text` to `out`, as datatrove's `split_into_words(text, lang)` would
 /// (whitespace tokens dropped). `lang` is an ISO 639-1 code; Chinese is segmented with jieba,
-/// every other language uses the English rules (spaCy's rules differ little between Latin-script
-/// languages, and the special cases only ever match English words).
+/// Japanese with TinySegmenter between spaces, every other language uses the English rules
+/// (spaCy's rules differ little between Latin-script languages, and the special cases only ever
+/// match English words).
 pub fn split_words<'a>(text: &'a str, lang: &str, out: &mut Vec<&'a str>) {
-    if lang == "zh" {
-        for w in jieba().cut(text, true) {
-            let w = w.trim_matches(is_py_space);
-            if !w.is_empty() {
-                out.push(w);
+    match lang {
+        "zh" => {
+            for w in jieba().cut(text, true) {
+                let w = w.trim_matches(is_py_space);
+                if !w.is_empty() {
+                    out.push(w);
+                }
             }
+            return;
         }
-        return;
+        "ja" => {
+            for chunk in split_py_space(text) {
+                ja_words::segment(chunk, out);
+            }
+            return;
+        }
+        _ => {}
     }
     let mut scratch = Scratch::default();
     for chunk in split_py_space(text) {
@@ -767,5 +781,22 @@ mod tests {
         let mut out = Vec::new();
         split_words("我们在北京学习中文。", "zh", &mut out);
         assert!(out.len() >= 4 && out.contains(&"北京"), "{out:?}");
+    }
+
+    #[test]
+    fn segments_japanese_into_short_units() {
+        let mut out = Vec::new();
+        split_words(
+            "今日は朝から雨が降っていた。 Rust では所有権",
+            "ja",
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            [
+                "今日", "は", "朝", "から", "雨", "が", "降っ", "て", "い", "た", "。", "Rust",
+                "で", "は", "所有", "権"
+            ]
+        );
     }
 }
