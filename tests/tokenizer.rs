@@ -111,7 +111,8 @@ fn train_encode_decode_inspect() {
     assert_eq!(info["pre_tokenizer"], "deepseek-v3");
     assert_eq!(info["hash"], manifest["tokenizer"]["hash"]);
 
-    // A rerun is skipped; --force retrains to the identical file.
+    // A rerun is skipped (`--out` may name the directory); --force retrains to the identical
+    // file, and so does a fresh run into a new directory.
     let before = std::fs::read(&out).unwrap();
     let again = ok(whale(&[
         "tokenizer",
@@ -119,9 +120,25 @@ fn train_encode_decode_inspect() {
         "--input",
         input.to_str().unwrap(),
         "--out",
-        out_s,
+        tmp.path().join("tok").to_str().unwrap(),
     ]));
     assert!(again.contains("already trained"), "{again}");
+    let fresh = tmp.path().join("tok2");
+    ok(whale(&[
+        "tokenizer",
+        "train",
+        "--input",
+        input.to_str().unwrap(),
+        input.join("extra.txt").to_str().unwrap(),
+        "--vocab-size",
+        "400",
+        "--min-frequency",
+        "2",
+        "--out",
+        fresh.to_str().unwrap(),
+    ]));
+    assert_eq!(std::fs::read(fresh.join("tokenizer.json")).unwrap(), before);
+    assert!(fresh.join("manifest.json").exists());
     ok(whale(&[
         "tokenizer",
         "train",

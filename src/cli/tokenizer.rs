@@ -31,7 +31,8 @@ pub struct TrainArgs {
     /// reads them); plain `.txt` files named directly are read one document per line.
     #[arg(long, required = true, num_args = 1..)]
     input: Vec<PathBuf>,
-    /// Where to write tokenizer.json; manifest.json is written in the same directory.
+    /// Where to write the tokenizer: a `.json` file, or a directory (existing, or any name not
+    /// ending in `.json`) that gets `tokenizer.json`; manifest.json is written beside it.
     #[arg(long)]
     out: PathBuf,
     /// Settings file (see configs/tokenizer.toml); flags below override it.
@@ -134,15 +135,16 @@ fn train(args: TrainArgs) -> Result<()> {
     if let Some(v) = args.pre_tokenizer.clone() {
         settings.pre_tokenizer = v;
     }
-    let dir = match args.out.parent() {
+    let out = tokenizer_path(&args.out);
+    let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let manifest_path = dir.join("manifest.json");
-    if !args.force && args.out.exists() && manifest_path.exists() {
+    if !args.force && out.exists() && manifest_path.exists() {
         println!(
             "tokenizer: {} already trained (manifest.json present); --force retrains",
-            args.out.display()
+            out.display()
         );
         return Ok(());
     }
@@ -158,8 +160,8 @@ fn train(args: TrainArgs) -> Result<()> {
     });
     let (json, report) = fit(docs, &settings, !args.json)?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    write_atomic(&args.out, json.as_bytes())?;
-    let tok = Tokenizer::from_file(&args.out)?;
+    write_atomic(&out, json.as_bytes())?;
+    let tok = Tokenizer::from_file(&out)?;
     let manifest = serde_json::json!({
         "stage": "tokenizer",
         "tool_version": env!("CARGO_PKG_VERSION"),
@@ -174,7 +176,7 @@ fn train(args: TrainArgs) -> Result<()> {
             "vocab_size": tok.vocab_size(),
         },
         "tokenizer": {
-            "path": args.out,
+            "path": out,
             "hash": format!("{:016x}", tok.hash()),
             "bos_id": tok.bos_id(),
             "eos_id": tok.eos_id(),
@@ -197,10 +199,21 @@ fn train(args: TrainArgs) -> Result<()> {
             tok.vocab_size(),
             tok.hash(),
             report.count_seconds + report.merge_seconds,
-            args.out.display()
+            out.display()
         );
     }
     Ok(())
+}
+
+/// The file `--out` names: itself when it ends in `.json` and is not a directory, else
+/// `tokenizer.json` inside it, so that `--out DIR` works as every other stage's output does
+/// (and as `--tokenizer DIR` reads it back).
+fn tokenizer_path(out: &Path) -> PathBuf {
+    if out.is_dir() || out.extension().is_none_or(|e| e != "json") {
+        out.join("tokenizer.json")
+    } else {
+        out.to_path_buf()
+    }
 }
 
 /// The files named by `--input` specs: `.txt` files as named, the rest as every stage lists them.
