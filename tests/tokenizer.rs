@@ -53,19 +53,28 @@ fn train_encode_decode_inspect() {
     write_corpus(&input);
     let out = tmp.path().join("tok/tokenizer.json");
     let out_s = out.to_str().unwrap();
-    let summary = ok(whale(&[
-        "tokenizer",
-        "train",
-        "--input",
+    let (input_s, extra_s) = (
         input.to_str().unwrap(),
-        input.join("extra.txt").to_str().unwrap(),
-        "--vocab-size",
-        "400",
-        "--min-frequency",
-        "2",
-        "--out",
-        out_s,
-    ]));
+        input.join("extra.txt").to_str().unwrap().to_string(),
+    );
+    let train = |out: &str, flags: &[&str]| {
+        let mut args = vec![
+            "tokenizer",
+            "train",
+            "--input",
+            input_s,
+            &extra_s,
+            "--vocab-size",
+            "400",
+            "--min-frequency",
+            "2",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(flags);
+        ok(whale(&args))
+    };
+    let summary = train(out_s, &[]);
     assert!(
         summary.contains("tokenizer:") && summary.contains("1 skipped"),
         "{summary}"
@@ -124,36 +133,10 @@ fn train_encode_decode_inspect() {
     ]));
     assert!(again.contains("already trained"), "{again}");
     let fresh = tmp.path().join("tok2");
-    ok(whale(&[
-        "tokenizer",
-        "train",
-        "--input",
-        input.to_str().unwrap(),
-        input.join("extra.txt").to_str().unwrap(),
-        "--vocab-size",
-        "400",
-        "--min-frequency",
-        "2",
-        "--out",
-        fresh.to_str().unwrap(),
-    ]));
+    train(fresh.to_str().unwrap(), &[]);
     assert_eq!(std::fs::read(fresh.join("tokenizer.json")).unwrap(), before);
     assert!(fresh.join("manifest.json").exists());
-    ok(whale(&[
-        "tokenizer",
-        "train",
-        "--input",
-        input.to_str().unwrap(),
-        input.join("extra.txt").to_str().unwrap(),
-        "--vocab-size",
-        "400",
-        "--min-frequency",
-        "2",
-        "--out",
-        out_s,
-        "--force",
-        "--json",
-    ]));
+    train(out_s, &["--force", "--json"]);
     assert_eq!(
         std::fs::read(&out).unwrap(),
         before,
