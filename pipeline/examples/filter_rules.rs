@@ -6,13 +6,15 @@
 //! Usage: filter_rules [--lang L] DOCS.jsonl > decisions.jsonl 2> timings.jsonl
 //!        filter_rules [--lang L] --words DOCS.jsonl > words.jsonl   (each document's words)
 //!        filter_rules [--lang L] --rules                            (the rule set, as JSON)
-//! The language defaults to English.
+//! The language defaults to English; for any other, only the documents whale's language id
+//! calls that language are judged (a JSON line on stderr counts them).
 
 use std::io::{BufRead, Write};
 use std::time::Instant;
 
 use pipeline::filter::c4::C4Outcome;
 use pipeline::filter::config::FilterConfig;
+use pipeline::filter::lang::LangId;
 use pipeline::filter::text::Ctx;
 
 /// A rule set as the benchmark runs it: text → (decision, C4's rewritten text).
@@ -45,6 +47,15 @@ fn main() -> anyhow::Result<()> {
             v["id"].as_str().unwrap_or("").to_string(),
             v["text"].as_str().unwrap_or("").to_string(),
         ));
+    }
+    if lang != "en" {
+        let id = LangId::default();
+        let before = docs.len();
+        docs.retain(|(_, text)| id.identify(text).lang == lang);
+        eprintln!(
+            "{}",
+            serde_json::json!({"identified_as": lang, "docs": docs.len(), "of": before})
+        );
     }
     if words_only {
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());

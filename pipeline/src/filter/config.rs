@@ -17,7 +17,7 @@ use super::length::Length;
 use super::url::UrlRule;
 
 /// The whole filter configuration. Defaults are datatrove's (FineWeb's) thresholds, with
-/// FineWeb-2's thresholds and stop words for 26 languages in `per_lang`.
+/// FineWeb-2's thresholds and stop words for 32 languages in `per_lang`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FilterConfig {
@@ -68,8 +68,8 @@ impl Default for FilterConfig {
     }
 }
 
-/// FineWeb-2's per-language thresholds and stop words for the 26 languages whose words whale
-/// splits as datatrove does (the file's header says which and why).
+/// FineWeb-2's per-language thresholds and stop words for the 32 languages whose words whale
+/// splits as datatrove does or close to it (the file's header says which, why and how close).
 const FINEWEB2_PER_LANG: &str = include_str!("fineweb2_per_lang.toml");
 
 impl FilterConfig {
@@ -169,7 +169,7 @@ mod tests {
         assert_eq!(zh.gopher_repetition.top_n_grams[0], (2, 0.256));
         assert!(!zh.c4.enabled);
         let langs: Vec<&str> = per_lang.keys().map(String::as_str).collect();
-        assert_eq!(langs.len(), 26, "{langs:?}");
+        assert_eq!(langs.len(), 32, "{langs:?}");
         let es = &per_lang["es"];
         assert_eq!(es.gopher_repetition.top_n_grams[0], (2, 0.077));
         assert_eq!(es.gopher_quality.min_avg_word_length, 4.0);

@@ -230,7 +230,7 @@ mod tests {
     /// keep it; the base rules, whose stop words are English, would drop every one.
     #[test]
     fn prose_in_languages_with_fineweb2_tables_is_kept() {
-        const NEWS: [(&str, &str); 4] = [
+        const NEWS: [(&str, &str); 6] = [
             ("es", "El ayuntamiento de Valencia aprobó el lunes un nuevo presupuesto para la biblioteca municipal. \
                 Los vecinos preguntaron por el horario de apertura, y la alcaldesa prometió que las puertas permanecerán abiertas hasta tarde. \
                 Varios profesores explicaron que la sala de lectura se había quedado pequeña durante años. \
@@ -255,6 +255,18 @@ mod tests {
                 設計を担当した建築家は、増築によって二つの階と中庭が加わると述べた。\
                 工事は春に始まる予定で、詳しい図面は来週公表される。\
                 地元の商店主たちは、児童書コーナーの本の購入に協力すると申し出ている。"),
+            ("et", "Tartu linnavolikogu arutas esmaspäeval uue raamatukogu eelarvet. \
+                Elanikud küsisid lahtiolekuaegade kohta ja linnapea lubas, et uksed on avatud hilisõhtuni. \
+                Mitu õpetajat ütles, et lugemissaal on juba aastaid liiga väike olnud. \
+                Arhitekt selgitas, et juurdeehitus toob kaks uut korrust ja sisehoovi. \
+                Ehitustööd algavad kevadel ning linn avaldab joonised järgmisel nädalal. \
+                Kohalikud ettevõtjad on pakkunud abi lasteosakonna uute raamatute ostmisel."),
+            ("vi", "Hội đồng nhân dân thành phố Đà Nẵng đã thảo luận về ngân sách cho thư viện mới vào sáng thứ Hai. \
+                Người dân hỏi về giờ mở cửa, và chủ tịch thành phố hứa rằng thư viện sẽ mở cửa đến khuya. \
+                Nhiều giáo viên cho biết phòng đọc đã quá chật trong nhiều năm qua. \
+                Kiến trúc sư giải thích rằng phần mở rộng sẽ có thêm hai tầng và một khu vườn bên trong. \
+                Công trình dự kiến khởi công vào mùa xuân, và bản vẽ chi tiết sẽ được công bố vào tuần sau. \
+                Các doanh nghiệp địa phương đã đề nghị hỗ trợ mua sách mới cho khu vực dành cho thiếu nhi."),
         ];
         let filter = Filter::new(FilterConfig::default()).unwrap();
         let mut english_only = FilterConfig::default();
