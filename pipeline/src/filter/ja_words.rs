@@ -39,7 +39,7 @@ pub(super) fn segment<'a>(chunk: &'a str, out: &mut Vec<&'a str>) {
     units.extend(PADDING_AFTER);
     types.extend([OTHER; 3]);
 
-    let joined = joined_separators(&units[3..3 + n]);
+    let joined = joined_separators(&units[3..3 + n], &types[3..3 + n]);
     let ids: Vec<u16> = units.iter().map(|u| model.id(*u)).collect();
 
     let mut decisions = [UNKNOWN; 3];
@@ -48,39 +48,41 @@ pub(super) fn segment<'a>(chunk: &'a str, out: &mut Vec<&'a str>) {
         let w = &units[i - 3..i + 3];
         let c = &types[i - 3..i + 3];
         let [p1, p2, p3] = decisions;
-        let score = BIAS
-            + model.chars(&ids[i - 3..i + 3])
-            + model.types(&[
-                &[p1],
-                &[p2],
-                &[p3],
-                &[p1, p2],
-                &[p2, p3],
-                &[c[0]],
-                &[c[1]],
-                &[c[2]],
-                &[c[3]],
-                &[c[4]],
-                &[c[5]],
-                &[c[1], c[2]],
-                &[c[2], c[3]],
-                &[c[3], c[4]],
-                &[c[0], c[1], c[2]],
-                &[c[1], c[2], c[3]],
-                &[c[2], c[3], c[4]],
-                &[c[3], c[4], c[5]],
-                &[p1, c[0]],
-                &[p2, c[1]],
-                &[p3, c[2]],
-                &[p2, c[1], c[2]],
-                &[p2, c[2], c[3]],
-                &[p3, c[1], c[2]],
-                &[p3, c[2], c[3]],
-                &[p2, c[0], c[1], c[2]],
-                &[p2, c[1], c[2], c[3]],
-                &[p3, c[0], c[1], c[2]],
-                &[p3, c[1], c[2], c[3]],
-            ]);
+        // The model's score, needed only where the character classes below leave it the choice.
+        let score = || {
+            BIAS + model.chars(&ids[i - 3..i + 3])
+                + model.types(&[
+                    &[p1],
+                    &[p2],
+                    &[p3],
+                    &[p1, p2],
+                    &[p2, p3],
+                    &[c[0]],
+                    &[c[1]],
+                    &[c[2]],
+                    &[c[3]],
+                    &[c[4]],
+                    &[c[5]],
+                    &[c[1], c[2]],
+                    &[c[2], c[3]],
+                    &[c[3], c[4]],
+                    &[c[0], c[1], c[2]],
+                    &[c[1], c[2], c[3]],
+                    &[c[2], c[3], c[4]],
+                    &[c[3], c[4], c[5]],
+                    &[p1, c[0]],
+                    &[p2, c[1]],
+                    &[p3, c[2]],
+                    &[p2, c[1], c[2]],
+                    &[p2, c[2], c[3]],
+                    &[p3, c[1], c[2]],
+                    &[p3, c[2], c[3]],
+                    &[p2, c[0], c[1], c[2]],
+                    &[p2, c[1], c[2], c[3]],
+                    &[p3, c[0], c[1], c[2]],
+                    &[p3, c[1], c[2], c[3]],
+                ])
+        };
         // Sudachi groups characters its dictionary lacks by category: a number's digits (and
         // separators) make one word, apart from its neighbours; Latin letters stay together,
         // apart from symbols ("/usr", "(see" are two words each).
@@ -91,10 +93,10 @@ pub(super) fn segment<'a>(chunk: &'a str, out: &mut Vec<&'a str>) {
             (DIGIT, _) | (_, DIGIT) => true,
             (LATIN, OTHER) => !is_letter(w[3]),
             (OTHER, LATIN) => !is_letter(w[2]),
-            _ => score > 0,
+            _ => score() > 0,
         };
         let decision = if boundary {
-            let at = offsets[i - 3];
+            let at = offsets[k];
             out.push(&chunk[start..at]);
             start = at;
             BOUNDARY
@@ -106,18 +108,18 @@ pub(super) fn segment<'a>(chunk: &'a str, out: &mut Vec<&'a str>) {
     out.push(&chunk[start..]);
 }
 
-/// For each character, whether it is a separator inside a number that Sudachi keeps whole (its
+/// For each character (`types` are their classes), whether it is a separator inside a number that Sudachi keeps whole (its
 /// numeric-joining plugin): digits with single `.`/`,` between them, at most one `.` (counting
 /// one right after the digits), every `,` before the `.` and followed by exactly three digits
 /// ("1,000", "16.112"; not "2.10.34" nor the section number "6.2.").
-fn joined_separators(units: &[u32]) -> Vec<bool> {
-    let is_digit = |u: u32| matches!(char::from_u32(u), Some('0'..='9' | '０'..='９'));
+fn joined_separators(units: &[u32], types: &[u8]) -> Vec<bool> {
+    let is_digit = |at: usize| types[at] == DIGIT;
     let is_sep = |u: u32| matches!(char::from_u32(u), Some('.' | ',' | '．' | '，'));
     let is_point = |u: u32| matches!(char::from_u32(u), Some('.' | '．'));
     let mut joined = vec![false; units.len()];
     let mut at = 0;
     while at < units.len() {
-        if !is_digit(units[at]) {
+        if !is_digit(at) {
             at += 1;
             continue;
         }
@@ -126,11 +128,11 @@ fn joined_separators(units: &[u32]) -> Vec<bool> {
         let mut groups = Vec::new();
         loop {
             let group_start = at;
-            while at < units.len() && is_digit(units[at]) {
+            while at < units.len() && is_digit(at) {
                 at += 1;
             }
             groups.push(at - group_start);
-            if at + 1 < units.len() && is_sep(units[at]) && is_digit(units[at + 1]) {
+            if at + 1 < units.len() && is_sep(units[at]) && is_digit(at + 1) {
                 seps.push(at);
                 at += 1;
             } else {
