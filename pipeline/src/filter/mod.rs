@@ -20,6 +20,7 @@ pub mod length;
 pub(crate) mod pystr;
 mod ref_data;
 pub mod runner;
+mod spacy_rules;
 pub mod text;
 pub mod url;
 pub mod words;
