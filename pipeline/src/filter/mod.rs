@@ -23,6 +23,7 @@ pub mod runner;
 mod spacy_rules;
 pub mod text;
 pub mod url;
+mod vi_words;
 pub mod words;
 
 use std::collections::BTreeMap;

@@ -11,8 +11,9 @@
 //! jieba-rs, the same segmenter FineWeb-2 configures for Chinese. Japanese is segmented by
 //! TinySegmenter ([`ja_words`]): datatrove runs Sudachi there, whose dictionary (~200 MB) cannot
 //! ship inside a binary; TinySegmenter's model is 30 KB of weights and splits into similar short
-//! units (how often FineWeb-2's Japanese rules decide as with Sudachi: BENCHMARKS.md). Tokens are
-//! slices of the input, so splitting allocates only the output vector.
+//! units (how often FineWeb-2's Japanese rules decide as with Sudachi: BENCHMARKS.md).
+//! Vietnamese joins syllables into words with pyvi's CRF, as spaCy's `vi` does ([`vi_words`]).
+//! Tokens are slices of the input, so splitting allocates only the output vector.
 
 use std::sync::OnceLock;
 
@@ -22,10 +23,12 @@ use super::ja_words;
 use super::pystr::{is_py_space, is_quote, split_py_space};
 use super::ref_data::{ICON_RANGES, SPECIAL_CASES};
 use super::spacy_rules;
+use super::vi_words;
 
 /// Appends the words of `text` to `out`, as datatrove's `split_into_words(text, lang)` would
 /// (whitespace tokens dropped). `lang` is an ISO 639-1 code; Chinese is segmented with jieba,
-/// Japanese with TinySegmenter between spaces, a language spaCy has rules for with those rules,
+/// Japanese with TinySegmenter between spaces, Vietnamese with pyvi's CRF (its words are
+/// syllables joined with the space between them), a language spaCy has rules for with those rules,
 /// and every other language (English, and those datatrove gives to spaCy's English) with
 /// English's.
 pub fn split_words<'a>(text: &'a str, lang: &str, out: &mut Vec<&'a str>) {
@@ -43,6 +46,10 @@ pub fn split_words<'a>(text: &'a str, lang: &str, out: &mut Vec<&'a str>) {
             for chunk in split_py_space(text) {
                 ja_words::segment(chunk, out);
             }
+            return;
+        }
+        "vi" => {
+            vi_words::split(text, out);
             return;
         }
         _ => {}
