@@ -33,7 +33,11 @@ struct Data {
 #[derive(Deserialize)]
 struct LangData {
     prefix: Option<String>,
+    /// The suffix alternatives that match at most `suffix_chars` characters.
     suffix: Option<String>,
+    suffix_chars: usize,
+    /// The suffix alternatives without such a bound.
+    suffix_unbounded: Option<String>,
     infix: Option<String>,
     token_match: Option<String>,
     special_cases: Vec<(String, Vec<String>)>,
@@ -95,7 +99,11 @@ pub(super) struct LangRules {
     /// Index of the language, for the per-thread chunk cache.
     id: usize,
     prefix: Option<Regex>,
+    /// spaCy's suffix pattern in two parts: a match of `suffix` starts within the last
+    /// `suffix_chars` characters, so only those start positions are tried.
     suffix: Option<Regex>,
+    suffix_chars: usize,
+    suffix_unbounded: Option<Regex>,
     infix: Option<Regex>,
     token_match: Option<Regex>,
     specials: Specials,
@@ -128,6 +136,8 @@ impl LangRules {
             id,
             prefix: compile(id, "prefix", &data.prefix),
             suffix: compile(id, "suffix", &data.suffix),
+            suffix_chars: data.suffix_chars,
+            suffix_unbounded: compile(id, "suffix", &data.suffix_unbounded),
             infix: compile(id, "infix", &data.infix),
             token_match: compile(id, "token_match", &data.token_match),
             specials: Specials::new(specials),
@@ -157,11 +167,25 @@ impl Rules for LangRules {
     }
 
     fn suffix_len(&self, s: &str) -> usize {
-        // `(?:…)$` searched: the leftmost match, which ends at the end.
-        self.suffix.as_ref().map_or(0, |r| {
-            r.search_with_options(s, 0, s.len(), SearchOptions::SEARCH_OPTION_NONE, None)
-                .map_or(0, |start| s.len() - start)
-        })
+        // spaCy searches `a$|b$|…` for the leftmost match. Every alternative ends at the end, so
+        // the leftmost start over all alternatives is that match's start, whichever part it is in.
+        // (Oniguruma's range end bounds where a `$`-anchored match may end, not where it may
+        // start, so every search runs to the end of the word.)
+        let search = |r: &Regex, from: usize| {
+            r.search_with_options(s, from, s.len(), SearchOptions::SEARCH_OPTION_NONE, None)
+        };
+        let tail = s
+            .char_indices()
+            .rev()
+            .nth(self.suffix_chars.saturating_sub(1))
+            .map_or(0, |(at, _)| at);
+        let bounded = self.suffix.as_ref().and_then(|r| search(r, tail));
+        let unbounded = self.suffix_unbounded.as_ref().and_then(|r| search(r, 0));
+        bounded
+            .into_iter()
+            .chain(unbounded)
+            .min()
+            .map_or(0, |start| s.len() - start)
     }
 
     fn token_match(&self, s: &str) -> bool {
@@ -267,6 +291,86 @@ mod tests {
         }
         for code in ["en", "zh", "ja", "vi", "ko", "hi"] {
             assert!(for_language(code).is_none(), "{code}");
+        }
+    }
+
+    /// The suffix search tries only the last `suffix_chars` characters for the bounded
+    /// alternatives; on every language it must find what spaCy's whole pattern finds.
+    #[test]
+    fn split_suffix_search_equals_the_whole_pattern() {
+        let words = [
+            "Haus.",
+            "z.B.",
+            "usw..",
+            "Ende...",
+            "10km",
+            "3,5kg",
+            "5.000€",
+            "20%",
+            "(Text)",
+            "\"Zitat\",",
+            "l'homme.",
+            "ab-",
+            "Ö.",
+            "dvs.",
+            "32-bits",
+            "4.",
+            "x'",
+            "co-op)",
+            "€5",
+            "12:30h",
+            "Σελίδα.",
+            "10mg",
+            "3.5m",
+            "2000'",
+            "καλο-καίρι",
+            "—",
+            "a",
+            "",
+            "...",
+            "Mrs.)",
+            "cm²",
+            "½",
+            "“quoted”",
+            "word…",
+            "2¢",
+            "AT&T's",
+            "1.2.3.",
+            "**bold**",
+            // Longer than any bounded suffix: the search starts inside the word, and lookbehinds
+            // must still see the characters before that point.
+            "Übersetzungsprogramm.",
+            "Entfernung1234567km",
+            "Gesamtpreis:12,50€",
+            "Seite123456.",
+            "Straßenbahnhaltestelle...",
+            "((((((Klammer))))))",
+            "Σελίδααααα10mg",
+            "1234567890%",
+            "Bundesministerium's",
+            "abcdefgh-",
+            "Kilometerzähler)\".",
+            "Temperatur25°C",
+        ];
+        let table = table();
+        for (i, (name, _)) in table.langs.iter().enumerate() {
+            let data = &table.data[i];
+            let whole = [&data.suffix, &data.suffix_unbounded]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("|");
+            let whole =
+                Regex::with_options(&whole, RegexOptions::REGEX_OPTION_NONE, Syntax::python())
+                    .expect("compiles");
+            let rules = LangRules::new(i, data);
+            for w in words {
+                let expected = whole
+                    .search_with_options(w, 0, w.len(), SearchOptions::SEARCH_OPTION_NONE, None)
+                    .map_or(0, |start| w.len() - start);
+                assert_eq!(rules.suffix_len(w), expected, "{name}: {w:?}");
+            }
         }
     }
 }

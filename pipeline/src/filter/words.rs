@@ -21,7 +21,9 @@ use rustc_hash::FxHashMap;
 
 use super::ja_words;
 use super::pystr::{is_py_space, is_quote, split_py_space};
-use super::ref_data::{ICON_RANGES, SPECIAL_CASES};
+use super::ref_data::{
+    ALPHA_LOWER_RANGES, ALPHA_RANGES, ALPHA_UPPER_RANGES, ICON_RANGES, SPECIAL_CASES,
+};
 use super::spacy_rules;
 use super::vi_words;
 
@@ -229,7 +231,7 @@ fn merge_special_spans<'a, R: Rules + ?Sized>(
     for i in 0..toks.len() {
         for j in i + 2..=toks.len().min(i + MAX_SPECIAL_TOKENS) {
             let span = &chunk[offset(toks[i])..offset(toks[j - 1]) + toks[j - 1].len()];
-            if rules.special(span).is_some() && splits_without_specials(rules, span) {
+            if rules.special(span).is_some() && matcher_finds(rules, span, &toks[i..j]) {
                 found.push((i, j));
             }
         }
@@ -256,15 +258,42 @@ fn merge_special_spans<'a, R: Rules + ?Sized>(
     out.extend_from_slice(&old[k..]);
 }
 
-/// Whether affix or infix rules split `s`: spaCy's matcher only holds such special cases (a
-/// plain-word case like `id` → `i d` is applied to whole chunks only).
-fn splits_without_specials<R: Rules + ?Sized>(rules: &R, s: &str) -> bool {
-    if rules.prefix_len(s) > 0 || rules.suffix_len(s) > 0 {
-        return true;
-    }
+/// Whether spaCy's special-case matcher finds the special case `span` as the tokens `toks`. It
+/// holds each case as the tokens the rules split it into without special cases
+/// (`_tokenize_affixes(case, False)`; a plain-word case like `id` → `i d` is one token there and
+/// is applied to whole chunks only), and matches only that exact token sequence: Greek's suffix
+/// rule takes all of `8)`, so the emoticon `8)` never merges `8` and `)` in Greek as it does in
+/// English.
+fn matcher_finds<R: Rules + ?Sized>(rules: &R, span: &str, toks: &[&str]) -> bool {
     let mut parts = Vec::new();
-    rules.split_infixes(s, &mut parts, &mut Scratch::default());
-    parts.len() > 1
+    tokenize_chunk(
+        &WithoutSpecials(rules),
+        span,
+        &mut parts,
+        &mut Scratch::default(),
+    );
+    parts.len() == toks.len() && parts.iter().zip(toks).all(|(a, b)| a.len() == b.len())
+}
+
+/// A language's rules with no special cases.
+struct WithoutSpecials<'r, R: ?Sized>(&'r R);
+
+impl<R: Rules + ?Sized> Rules for WithoutSpecials<'_, R> {
+    fn special(&self, _: &str) -> Option<&'static [&'static str]> {
+        None
+    }
+    fn prefix_len(&self, s: &str) -> usize {
+        self.0.prefix_len(s)
+    }
+    fn suffix_len(&self, s: &str) -> usize {
+        self.0.suffix_len(s)
+    }
+    fn token_match(&self, s: &str) -> bool {
+        self.0.token_match(s)
+    }
+    fn split_infixes<'a>(&self, s: &'a str, out: &mut Vec<&'a str>, scratch: &mut Scratch) {
+        self.0.split_infixes(s, out, scratch);
+    }
 }
 
 /// Buffers `tokenize_chunk` reuses from one chunk to the next.
@@ -434,39 +463,46 @@ fn digit_suffixes() -> impl Iterator<Item = &'static str> {
 const MAX_DIGIT_SUFFIX_LEN: usize = 8;
 
 fn is_icon(c: char) -> bool {
+    in_ranges(ICON_RANGES, c)
+}
+
+/// Whether `c` lies in one of `table`'s sorted, disjoint ranges. The tables start above ASCII,
+/// so most characters need no search.
+fn in_ranges(table: &[(u32, u32)], c: char) -> bool {
     let c = c as u32;
-    // The table is sorted and starts above ASCII: most characters need no search.
-    if c < ICON_RANGES[0].0 {
+    if table.first().is_none_or(|&(lo, _)| c < lo) {
         return false;
     }
-    ICON_RANGES
-        .binary_search_by(|&(lo, hi)| {
-            if hi < c {
-                std::cmp::Ordering::Less
-            } else if lo > c {
-                std::cmp::Ordering::Greater
-            } else {
-                std::cmp::Ordering::Equal
-            }
-        })
-        .is_ok()
+    let i = table.partition_point(|&(_, hi)| hi < c);
+    table.get(i).is_some_and(|&(lo, _)| lo <= c)
 }
 
-/// spaCy's ALPHA class: letters, plus the CJK symbol and punctuation blocks its CJK ranges
-/// happen to cover.
+/// spaCy's ALPHA class (its script ranges: letters, plus the CJK symbol and punctuation blocks
+/// its CJK ranges happen to cover).
 fn is_alpha_cls(c: char) -> bool {
-    c.is_alphabetic()
-        || matches!(c, '\u{2E80}'..='\u{2FDF}' | '\u{2FF0}'..='\u{303F}' | '\u{31C0}'..='\u{31EF}'
-            | '\u{3200}'..='\u{33FF}' | '\u{F900}'..='\u{FAFF}' | '\u{FE30}'..='\u{FE4F}')
+    if c.is_ascii() {
+        c.is_ascii_alphabetic()
+    } else {
+        in_ranges(ALPHA_RANGES, c)
+    }
 }
 
-/// spaCy's ALPHA_LOWER / ALPHA_UPPER include uncased scripts (CJK, Arabic, …) in both classes.
+/// spaCy's ALPHA_LOWER, which holds uncased scripts (CJK, Arabic, …) too.
 fn is_lower_cls(c: char) -> bool {
-    c.is_lowercase() || (is_alpha_cls(c) && !c.is_uppercase())
+    if c.is_ascii() {
+        c.is_ascii_lowercase()
+    } else {
+        in_ranges(ALPHA_LOWER_RANGES, c)
+    }
 }
 
+/// spaCy's ALPHA_UPPER, which holds uncased scripts too.
 fn is_upper_cls(c: char) -> bool {
-    c.is_uppercase() || (is_alpha_cls(c) && !c.is_lowercase())
+    if c.is_ascii() {
+        c.is_ascii_uppercase()
+    } else {
+        in_ranges(ALPHA_UPPER_RANGES, c)
+    }
 }
 
 /// Python's `unicodedata.category(c).startswith("P")`, which spaCy's `is_punct` tests; exact for
@@ -807,6 +843,10 @@ mod tests {
         assert_eq!(words("(see below)."), ["(", "see", "below", ")", "."]);
         assert_eq!(words("\"Quoted\""), ["\"", "Quoted", "\""]);
         assert_eq!(words("wait..."), ["wait", "..."]);
+        // spaCy's letter classes are its own script ranges, not Unicode's case properties:
+        // U+207F and U+00BA are lowercase to Unicode but in none of them, so a final "." stays.
+        assert_eq!(words("(1+x)ⁿ."), ["(", "1+x)ⁿ."]);
+        assert_eq!(words("nº. 1ª. ᵃbc."), ["nº.", "1ª.", "ᵃbc", "."]);
     }
 
     #[test]
@@ -845,6 +885,12 @@ mod tests {
         assert_eq!(words("word:X"), ["word", ":X"]);
         assert_eq!(words("user id."), ["user", "i", "d."]);
         assert_eq!(words("a ) : b"), ["a", ")", ":", "b"]);
+        // The matcher holds a case as the rules alone split it: English splits the emoticon
+        // `8)` into `8` `)` and so merges those tokens back; Greek's suffix rule keeps `8)`
+        // whole, so in Greek the two tokens stay apart (spaCy 3.8 on the same text).
+        assert_eq!(words("10^8)"), ["10", "^", "8)"]);
+        assert_eq!(words_in("10^8)", "el"), ["10", "^", "8", ")"]);
+        assert_eq!(words_in("(8)", "el"), ["(", "8)"]);
     }
 
     #[test]
