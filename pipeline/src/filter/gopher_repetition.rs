@@ -59,41 +59,57 @@ pub fn find_duplicates<'a>(items: impl IntoIterator<Item = &'a str>) -> (usize, 
 }
 
 /// Words as small integers, so n-grams hash and compare as `[u32]` slices; `lens[id]` is the
-/// word's length in code points.
-struct Interned {
+/// word's length in code points, `strs[id]` the word.
+struct Interned<'a> {
     ids: Vec<u32>,
     lens: Vec<usize>,
+    strs: Vec<&'a str>,
 }
 
-fn intern(words: &[&str]) -> Interned {
+fn intern<'a>(words: &[&'a str]) -> Interned<'a> {
     let mut index: FxHashMap<&str, u32> =
         FxHashMap::with_capacity_and_hasher(words.len().min(1 << 16), Default::default());
-    let mut lens = Vec::new();
+    let (mut lens, mut strs) = (Vec::new(), Vec::new());
     let ids = words
         .iter()
         .map(|w| {
             *index.entry(w).or_insert_with(|| {
                 lens.push(char_len(w));
+                strs.push(*w);
                 (lens.len() - 1) as u32
             })
         })
         .collect();
-    Interned { ids, lens }
+    Interned { ids, lens, strs }
 }
 
-impl Interned {
+impl Interned<'_> {
     fn chars(&self, gram: &[u32]) -> usize {
         gram.iter().map(|&id| self.lens[id as usize]).sum()
     }
 }
 
+/// How datatrove turns an n-gram into the string it compares: top n-grams are joined with
+/// spaces (the same words), duplicate n-grams without a separator, so two different runs of
+/// words that spell the same characters ("tahanShift ketika" and "tahan Shiftketika") are one
+/// n-gram there.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Join {
+    Spaced,
+    Glued,
+}
+
 /// The document's n-grams for one `n` at a time, in an open-addressing table of first
 /// positions. Hashes come from prefix sums of a polynomial hash, so every n-gram's hash costs
-/// O(1) whatever `n`; equal hashes are confirmed by comparing the words.
+/// O(1) whatever `n`; equal hashes are confirmed by comparing the words (or their characters).
 struct Grams<'w> {
+    words: &'w Interned<'w>,
     ids: &'w [u32],
     /// `prefix[i]`: polynomial hash of `ids[..i]`.
     prefix: Vec<u64>,
+    /// The same over the words' bytes, glued, built on first use of [`Join::Glued`].
+    glued: Option<GluedHash>,
+    join: Join,
     n: usize,
     /// `BASE^n`.
     base_n: u64,
@@ -113,10 +129,79 @@ struct Slot {
     count: u32,
 }
 
+/// Odd, so every power of it is invertible modulo 2^64 (which [`GluedHash`] relies on).
 const BASE: u64 = 0x9E37_79B9_7F4A_7C15;
 
+/// A polynomial hash over the bytes of the words glued together, with each word's share
+/// precomputed: `prefix[i]` hashes words `..i`, and `scale[i]` / `unscale[i]` are `BASE` to the
+/// power of their byte length and its inverse, so any run of words hashes in O(1).
+struct GluedHash {
+    prefix: Vec<u64>,
+    scale: Vec<u64>,
+    unscale: Vec<u64>,
+}
+
+impl GluedHash {
+    fn new(words: &Interned<'_>) -> GluedHash {
+        // Per distinct word: the hash of its bytes and BASE^(its length).
+        let parts: Vec<(u64, u64)> = words
+            .strs
+            .iter()
+            .map(|w| {
+                w.bytes().fold((0u64, 1u64), |(h, p), b| {
+                    (
+                        h.wrapping_mul(BASE).wrapping_add(u64::from(b) + 1),
+                        p.wrapping_mul(BASE),
+                    )
+                })
+            })
+            .collect();
+        let n = words.ids.len();
+        let (mut prefix, mut scale, mut unscale) = (
+            Vec::with_capacity(n + 1),
+            Vec::with_capacity(n + 1),
+            Vec::with_capacity(n + 1),
+        );
+        let (mut h, mut p, mut q) = (0u64, 1u64, 1u64);
+        let inverses: Vec<u64> = parts.iter().map(|&(_, p)| inverse(p)).collect();
+        for &id in &words.ids {
+            prefix.push(h);
+            scale.push(p);
+            unscale.push(q);
+            let (wh, wp) = parts[id as usize];
+            h = h.wrapping_mul(wp).wrapping_add(wh);
+            p = p.wrapping_mul(wp);
+            q = q.wrapping_mul(inverses[id as usize]);
+        }
+        prefix.push(h);
+        scale.push(p);
+        unscale.push(q);
+        GluedHash {
+            prefix,
+            scale,
+            unscale,
+        }
+    }
+
+    /// Hash of the bytes of words `i..j` glued.
+    fn range(&self, i: usize, j: usize) -> u64 {
+        let span = self.scale[j].wrapping_mul(self.unscale[i]);
+        self.prefix[j].wrapping_sub(self.prefix[i].wrapping_mul(span))
+    }
+}
+
+/// The inverse of odd `a` modulo 2^64 (Newton's iteration doubles the correct bits each step).
+fn inverse(a: u64) -> u64 {
+    let mut x = a;
+    for _ in 0..5 {
+        x = x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x)));
+    }
+    x
+}
+
 impl<'w> Grams<'w> {
-    fn new(ids: &'w [u32]) -> Self {
+    fn new(words: &'w Interned<'w>) -> Self {
+        let ids = &words.ids[..];
         let mut prefix = Vec::with_capacity(ids.len() + 1);
         let mut h = 0u64;
         prefix.push(h);
@@ -131,8 +216,11 @@ impl<'w> Grams<'w> {
             .trailing_zeros()
             .max(4);
         Grams {
+            words,
             ids,
             prefix,
+            glued: None,
+            join: Join::Spaced,
             n: 0,
             base_n: 1,
             slots: vec![Slot::default(); 1 << bits],
@@ -141,8 +229,12 @@ impl<'w> Grams<'w> {
         }
     }
 
-    /// Starts over with n-grams of `n` words.
-    fn reset(&mut self, n: usize) {
+    /// Starts over with n-grams of `n` words, compared as `join` says.
+    fn reset(&mut self, n: usize, join: Join) {
+        if join == Join::Glued && self.glued.is_none() {
+            self.glued = Some(GluedHash::new(self.words));
+        }
+        self.join = join;
         self.n = n;
         self.base_n = (0..n).fold(1u64, |b, _| b.wrapping_mul(BASE));
         self.generation += 1;
@@ -152,7 +244,10 @@ impl<'w> Grams<'w> {
     /// n-gram, or an empty one taken for it (first seen at `i`, count 0).
     fn slot(&mut self, i: usize) -> (&mut Slot, bool) {
         let n = self.n;
-        let h = self.prefix[i + n].wrapping_sub(self.prefix[i].wrapping_mul(self.base_n));
+        let h = match (&self.glued, self.join) {
+            (Some(glued), Join::Glued) => glued.range(i, i + n),
+            _ => self.prefix[i + n].wrapping_sub(self.prefix[i].wrapping_mul(self.base_n)),
+        };
         let h = (h ^ (h >> 32)).wrapping_mul(0xFF51_AFD7_ED55_8CCD);
         let tag = h as u32;
         let mask = self.slots.len() - 1;
@@ -171,11 +266,28 @@ impl<'w> Grams<'w> {
                 };
                 return (s, true);
             }
-            if s.tag == tag && same(&self.ids[s.pos as usize..], gram) {
+            if s.tag == tag && self.equal(s.pos as usize, gram) {
                 return (&mut self.slots[at], false);
             }
             at = (at + 1) & mask;
         }
+    }
+}
+
+impl Grams<'_> {
+    /// Whether the n-gram at `pos` is `gram`: the same words, or (glued) the same characters.
+    fn equal(&self, pos: usize, gram: &[u32]) -> bool {
+        let other = &self.ids[pos..pos + gram.len()];
+        if same(other, gram) {
+            return true;
+        }
+        let strs = &self.words.strs;
+        let bytes = |g: &'_ [u32]| {
+            g.iter()
+                .flat_map(move |&id| strs[id as usize].bytes())
+                .collect::<Vec<u8>>()
+        };
+        self.join == Join::Glued && bytes(other) == bytes(gram)
     }
 }
 
@@ -194,7 +306,7 @@ fn same(a: &[u32], gram: &[u32]) -> bool {
 /// Characters × count of the most frequent n-gram joined by spaces; ties go to the n-gram seen
 /// first, as Python's `Counter.most_common(1)` does.
 fn top_ngram_chars(words: &Interned, grams: &mut Grams, n: usize) -> usize {
-    grams.reset(n);
+    grams.reset(n, Join::Spaced);
     // The most frequent n-gram so far as (count, first position): counts grow one at a time,
     // so checking each n-gram as it is counted finds the largest count, and among n-grams
     // with that count the first seen.
@@ -215,7 +327,7 @@ fn top_ngram_chars(words: &Interned, grams: &mut Grams, n: usize) -> usize {
 /// (datatrove's `find_all_duplicate`).
 fn dup_ngram_chars(words: &Interned, grams: &mut Grams, n: usize) -> usize {
     let ids = &words.ids;
-    grams.reset(n);
+    grams.reset(n, Join::Glued);
     let (mut chars, mut i) = (0, 0);
     while i + n <= ids.len() {
         if grams.slot(i).1 {
@@ -275,7 +387,7 @@ impl GopherRepetition {
             return Some("dup_line_char_frac".into());
         }
         let words = intern(ctx.words());
-        let mut grams = Grams::new(&words.ids);
+        let mut grams = Grams::new(&words);
         for &(n, frac) in &self.top_n_grams {
             if n == 0 || words.ids.len() < n {
                 continue;
@@ -365,15 +477,36 @@ mod tests {
     #[test]
     fn ngram_helpers_follow_datatrove() {
         let w = intern(&["a", "b", "a", "b", "a", "b"]);
-        let mut grams = Grams::new(&w.ids);
+        let mut grams = Grams::new(&w);
         assert_eq!(top_ngram_chars(&w, &mut grams, 2), 3 * 3);
         // grams: ab ba ab(dup, skip 2) ab(dup, skip 2) -> 2 + 2 chars
         assert_eq!(dup_ngram_chars(&w, &mut grams, 2), 4);
         // A tie goes to the n-gram seen first: "cc" and "ddd" both twice, "cc" first.
         let w = intern(&["x", "cc", "cc", "y", "ddd", "ddd", "z"]);
-        let mut grams = Grams::new(&w.ids);
+        let mut grams = Grams::new(&w);
         assert_eq!(top_ngram_chars(&w, &mut grams, 1), 2 * 2);
         assert_eq!(find_duplicates(["x", "yy", "x", "yy", "yy"]), (3, 5));
+        // Glued, ", tahanShift ketika" repeats as ", tahan Shiftketika" (a real Indonesian
+        // manual page, where datatrove counts it as a duplicate 5-gram).
+        let w = intern(&[
+            ",",
+            "tahanShift",
+            "ketika",
+            "Anda",
+            "menyeret",
+            "x",
+            ",",
+            "tahan",
+            "Shiftketika",
+            "Anda",
+            "menyeret",
+        ]);
+        let mut grams = Grams::new(&w);
+        assert_eq!(dup_ngram_chars(&w, &mut grams, 5), 29);
+        assert_eq!(
+            top_ngram_chars(&w, &mut grams, 2),
+            ("Anda".len() + "menyeret".len() + 1) * 2
+        );
         assert_eq!(split_paragraphs("a\n\n\nb\nc\n\nd"), ["a", "b\nc", "d"]);
         assert_eq!(split_newline_runs("\na\n\nb\n"), ["", "a", "b", ""]);
     }
@@ -393,22 +526,24 @@ mod tests {
             best.map_or(0, |(gram, (count, _))| (w.chars(gram) + n - 1) * count)
         }
         fn dup_reference(w: &Interned, n: usize) -> usize {
-            let mut seen: FxHashSet<&[u32]> = FxHashSet::default();
+            let mut seen: FxHashSet<String> = FxHashSet::default();
             let (mut chars, mut i) = (0, 0);
             while i + n <= w.ids.len() {
                 let gram = &w.ids[i..i + n];
-                if seen.contains(gram) {
+                let glued: String = gram.iter().map(|&id| w.strs[id as usize]).collect();
+                if seen.contains(&glued) {
                     chars += w.chars(gram);
                     i += n;
                 } else {
-                    seen.insert(gram);
+                    seen.insert(glued);
                     i += 1;
                 }
             }
             chars
         }
-        const VOCAB: [&str; 12] = [
-            "a", "bb", "ccc", "the", "of", "and", "river", "é", "中文", "x", "yy", "zzz",
+        // Words that glue into each other ("a" "bb" = "ab" "b"), so glued n-grams collide.
+        const VOCAB: [&str; 14] = [
+            "a", "bb", "ab", "b", "ccc", "the", "of", "and", "é", "中文", "中", "文", "x", "yy",
         ];
         let mut state = 0x2545_F491_4F6C_DD1Du64;
         let mut next = move |m: usize| {
@@ -418,10 +553,10 @@ mod tests {
             (state % m as u64) as usize
         };
         for round in 0..300 {
-            let (len, vocab) = (next(400) + 1, 2 + round % 11);
+            let (len, vocab) = (next(400) + 1, 2 + round % 13);
             let text: Vec<&str> = (0..len).map(|_| VOCAB[next(vocab)]).collect();
             let w = intern(&text);
-            let mut grams = Grams::new(&w.ids);
+            let mut grams = Grams::new(&w);
             for n in 1..=10.min(len) {
                 assert_eq!(top_ngram_chars(&w, &mut grams, n), top_reference(&w, n));
                 assert_eq!(dup_ngram_chars(&w, &mut grams, n), dup_reference(&w, n));

@@ -64,12 +64,16 @@ pub fn split_words<'a>(text: &'a str, lang: &str, out: &mut Vec<&'a str>) {
 
 fn split_with<'a, R: Rules>(rules: &R, text: &'a str, out: &mut Vec<&'a str>) {
     let mut scratch = Scratch::default();
+    let first_of_text = out.len();
     for chunk in split_py_space(text) {
         let first = out.len();
         rules.tokenize(chunk, out, &mut scratch);
         if out.len() - first > 1 {
-            merge_special_spans(rules, chunk, first, out);
+            merge_special_spans(rules, chunk, first, out, Within::Chunk);
         }
+    }
+    if rules.has_spaced_specials() && out.len() - first_of_text > 1 {
+        merge_special_spans(rules, text, first_of_text, out, Within::Text);
     }
 }
 
@@ -116,6 +120,11 @@ pub(super) trait Rules {
     fn token_match(&self, s: &str) -> bool;
     /// `s` split at its infixes (an infix at position 0 is not split off), pushed onto `out`.
     fn split_infixes<'a>(&self, s: &'a str, out: &mut Vec<&'a str>, scratch: &mut Scratch);
+    /// Whether some special case holds a space ("EE. UU.", "и др."): spaCy's matcher then
+    /// merges tokens across chunks too.
+    fn has_spaced_specials(&self) -> bool {
+        false
+    }
     /// The tokens of one whitespace-free chunk, before special cases spanning tokens are merged.
     fn tokenize<'a>(&self, chunk: &'a str, out: &mut Vec<&'a str>, scratch: &mut Scratch) {
         tokenize_chunk(self, chunk, out, scratch);
@@ -215,22 +224,38 @@ fn push_special<'a>(s: &'a str, parts: &[&str], out: &mut Vec<&'a str>) {
 /// Longest run of tokens a special case can span (spaCy's longest, an emoticon, spans 7).
 const MAX_SPECIAL_TOKENS: usize = 8;
 
-/// spaCy 3's special-case matcher: after affix splitting, adjacent tokens of one chunk that
-/// together spell a special case (`):`, `d.`, `''`) become that special case's tokens again.
-/// Matches are taken longest first, then leftmost, without overlap.
+/// Where [`merge_special_spans`] looks: within one chunk, or across chunks of a whole text.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Within {
+    Chunk,
+    Text,
+}
+
+/// spaCy 3's special-case matcher: after affix splitting, adjacent tokens that together spell a
+/// special case (`):`, `d.`, `''`, across a space `EE. UU.`) become that special case's tokens
+/// again. Matches are taken longest first, then leftmost, without overlap. `base` holds the
+/// tokens from `first` on; with [`Within::Text`] only runs of tokens that cross a space are
+/// tried (those within a chunk were merged chunk by chunk).
 fn merge_special_spans<'a, R: Rules + ?Sized>(
     rules: &R,
-    chunk: &'a str,
+    base: &'a str,
     first: usize,
     out: &mut Vec<&'a str>,
+    within: Within,
 ) {
-    let base = chunk.as_ptr() as usize;
-    let offset = |t: &str| t.as_ptr() as usize - base;
+    let start = base.as_ptr() as usize;
+    let offset = |t: &str| t.as_ptr() as usize - start;
     let toks = &out[first..];
+    let end = |k: usize| offset(toks[k]) + toks[k].len();
     let mut found: Vec<(usize, usize)> = Vec::new();
     for i in 0..toks.len() {
+        let mut crosses = false;
         for j in i + 2..=toks.len().min(i + MAX_SPECIAL_TOKENS) {
-            let span = &chunk[offset(toks[i])..offset(toks[j - 1]) + toks[j - 1].len()];
+            crosses |= end(j - 2) != offset(toks[j - 1]);
+            if crosses != (within == Within::Text) {
+                continue;
+            }
+            let span = &base[offset(toks[i])..end(j - 1)];
             if rules.special(span).is_some() && matcher_finds(rules, span, &toks[i..j]) {
                 found.push((i, j));
             }
@@ -251,7 +276,7 @@ fn merge_special_spans<'a, R: Rules + ?Sized>(
     let mut k = 0;
     for (i, j) in taken {
         out.extend_from_slice(&old[k..i]);
-        let span = &chunk[offset(old[i])..offset(old[j - 1]) + old[j - 1].len()];
+        let span = &base[offset(old[i])..offset(old[j - 1]) + old[j - 1].len()];
         push_special(span, rules.special(span).expect("matched above"), out);
         k = j;
     }
@@ -266,13 +291,16 @@ fn merge_special_spans<'a, R: Rules + ?Sized>(
 /// English.
 fn matcher_finds<R: Rules + ?Sized>(rules: &R, span: &str, toks: &[&str]) -> bool {
     let mut parts = Vec::new();
-    tokenize_chunk(
-        &WithoutSpecials(rules),
-        span,
-        &mut parts,
-        &mut Scratch::default(),
-    );
-    parts.len() == toks.len() && parts.iter().zip(toks).all(|(a, b)| a.len() == b.len())
+    let mut scratch = Scratch::default();
+    for chunk in split_py_space(span) {
+        tokenize_chunk(&WithoutSpecials(rules), chunk, &mut parts, &mut scratch);
+    }
+    // `span` and the tokens are slices of one text: the same slices are the same tokens.
+    parts.len() == toks.len()
+        && parts
+            .iter()
+            .zip(toks)
+            .all(|(a, b)| a.as_ptr() == b.as_ptr() && a.len() == b.len())
 }
 
 /// A language's rules with no special cases.
@@ -905,6 +933,37 @@ mod tests {
         let mut out = Vec::new();
         split_words(text, lang, &mut out);
         out
+    }
+
+    /// Special cases that hold a space merge tokens across chunks, but only where the text is
+    /// exactly the case and its tokens are the case's own split (spaCy 3.8 on the same text).
+    #[test]
+    fn merges_special_cases_across_a_space() {
+        let cases: [(&str, &str, &[&str]); 13] = [
+            (
+                "es",
+                "Método de EE. UU. (NASD)",
+                &["Método", "de", "EE. UU.", "(", "NASD", ")"],
+            ),
+            ("es", "en EE. UU.,", &["en", "EE. UU.", ","]),
+            ("es", "EE.  UU. y", &["EE", ".", "UU", ".", "y"]),
+            ("es", "EE.\nUU. y", &["EE", ".", "UU", ".", "y"]),
+            ("ru", "HTML и др.).", &["HTML", "и др.", ")", "."]),
+            ("ru", "в т.ч. и", &["в т.ч.", "и"]),
+            ("ru", "в  т.ч.", &["в", "т.ч", "."]),
+            ("el", "στη Μ. Ασία.", &["στη", "Μ. Ασία", "."]),
+            // The doc's tokens must be the case's own split: `Αγ.` and `Dr.` are special cases
+            // themselves, so they do not split as in the case and nothing merges.
+            ("el", "Αγ. Γρ. και", &["Αγ.", "Γρ", ".", "και"]),
+            ("id", "Dr. med Budi", &["Dr.", "med", "Budi"]),
+            // Javanese: datatrove gives it spaCy's Malay rules.
+            ("jv", "lihat 1 Kor. 13", &["lihat", "1 Kor.", "13"]),
+            ("bg", "и др. и под.", &["и", "др.", "и под."]),
+            ("en", "EE. UU.", &["EE", ".", "UU", "."]),
+        ];
+        for (lang, text, expected) in cases {
+            assert_eq!(words_in(text, lang), expected, "{lang}: {text:?}");
+        }
     }
 
     /// Expected tokens are spaCy 3.8's `spacy.blank(lang)` on the same text.
