@@ -36,12 +36,7 @@ use super::vi_words;
 pub fn split_words<'a>(text: &'a str, lang: &str, out: &mut Vec<&'a str>) {
     match lang {
         "zh" => {
-            for w in jieba().cut(text, true) {
-                let w = w.trim_matches(is_py_space);
-                if !w.is_empty() {
-                    out.push(w);
-                }
-            }
+            cut_chinese(text, out);
             return;
         }
         "ja" => {
@@ -98,6 +93,81 @@ pub fn count_sentences(text: &str, lang: &str) -> usize {
         }
     }
     sentences
+}
+
+/// jieba's words, as Python's jieba finds them. jieba-rs 0.7 splits the non-Chinese runs its
+/// HMM sees with `[a-zA-Z0-9]+(?:.\d+)?%?`, an unescaped `.` where Python's jieba has `\.`, so
+/// "2-2015", "1958-01", "X86_64" and "1234+5678" come out whole where Python splits them
+/// ("2" "-" "2015"). Each run of such tokens (the characters of one of Python's non-Chinese
+/// sub-blocks) is split again with Python's pattern. (Later jieba-rs releases keep such
+/// identifiers whole on purpose, so upgrading does not help.)
+fn cut_chinese<'a>(text: &'a str, out: &mut Vec<&'a str>) {
+    let jieba = jieba();
+    let tokens = jieba.cut(text, true);
+    let base = text.as_ptr() as usize;
+    let start = |t: &str| t.as_ptr() as usize - base;
+    // A token the HMM's non-Chinese pass can have made: characters of jieba's blocks other
+    // than Chinese, and not a dictionary word (`C++`, `AT&T`), which Python keeps whole too.
+    let skip_run = |t: &str| {
+        t.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '+' | '#' | '&' | '.' | '_' | '%' | '-')
+        }) && !(t.len() > 1 && jieba.has_word(t))
+    };
+    let mut i = 0;
+    while i < tokens.len() {
+        let mut j = i;
+        while j < tokens.len()
+            && skip_run(tokens[j])
+            && (j == i || start(tokens[j]) == start(tokens[j - 1]) + tokens[j - 1].len())
+        {
+            j += 1;
+        }
+        if j > i {
+            let end = start(tokens[j - 1]) + tokens[j - 1].len();
+            split_like_python_jieba(&text[start(tokens[i])..end], out);
+            i = j;
+        } else {
+            let w = tokens[i].trim_matches(is_py_space);
+            if !w.is_empty() {
+                out.push(w);
+            }
+            i += 1;
+        }
+    }
+}
+
+/// `re.split(r"([a-zA-Z0-9]+(?:\.\d+)?%?)", run)` without its empty strings: Python jieba's
+/// split of a non-Chinese run into alphanumeric words and the text between them.
+fn split_like_python_jieba<'a>(run: &'a str, out: &mut Vec<&'a str>) {
+    let b = run.as_bytes();
+    let (mut at, mut gap) = (0, 0);
+    while at < b.len() {
+        if !b[at].is_ascii_alphanumeric() {
+            at += 1;
+            continue;
+        }
+        let mut end = at;
+        while end < b.len() && b[end].is_ascii_alphanumeric() {
+            end += 1;
+        }
+        if b.get(end) == Some(&b'.') && b.get(end + 1).is_some_and(u8::is_ascii_digit) {
+            end += 1;
+            while end < b.len() && b[end].is_ascii_digit() {
+                end += 1;
+            }
+        }
+        if b.get(end) == Some(&b'%') {
+            end += 1;
+        }
+        if gap < at {
+            out.push(&run[gap..at]);
+        }
+        out.push(&run[at..end]);
+        (at, gap) = (end, end);
+    }
+    if gap < b.len() {
+        out.push(&run[gap..]);
+    }
 }
 
 fn jieba() -> &'static jieba_rs::Jieba {
@@ -1128,6 +1198,44 @@ mod tests {
         let mut out = Vec::new();
         split_words("我们在北京学习中文。", "zh", &mut out);
         assert!(out.len() >= 4 && out.contains(&"北京"), "{out:?}");
+    }
+
+    /// Expected words are Python jieba 0.42's `cut(text, HMM=True)` on the same text:
+    /// identifiers in Chinese text split as Python splits them, dictionary words kept.
+    #[test]
+    fn splits_identifiers_in_chinese_as_python_jieba() {
+        let cases: [(&str, &[&str]); 5] = [
+            (
+                "(修订版 26300:2-2015)语法",
+                &["(", "修订版", "26300", ":", "2", "-", "2015", ")", "语法"],
+            ),
+            (
+                "日期(\"1958-01-29 00:00\")",
+                &[
+                    "日期", "(", "\"", "1958", "-", "01", "-", "29", "00", ":", "00", "\"", ")",
+                ],
+            ),
+            (
+                "macOS_X86_64.xml文件",
+                &["macOS", "_", "X86", "_", "64", ".", "xml", "文件"],
+            ),
+            (
+                "公式=1+2，它将返回3.14%和C++与AT&T的v1.2.3版本",
+                &[
+                    "公式", "=", "1", "+", "2", "，", "它", "将", "返回", "3.14%", "和", "C++",
+                    "与", "AT&T", "的", "v1.2", ".", "3", "版本",
+                ],
+            ),
+            (
+                "e-mail地址abc.def@x.com",
+                &[
+                    "e", "-", "mail", "地址", "abc", ".", "def", "@", "x", ".", "com",
+                ],
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(words_in(text, "zh"), expected, "{text}");
+        }
     }
 
     #[test]
