@@ -4,10 +4,11 @@
 //! these with datatrove's decisions on the same documents and times both.
 //!
 //! Usage: filter_rules [--lang L] DOCS.jsonl > decisions.jsonl 2> timings.jsonl
-//!        filter_rules [--lang L] --words DOCS.jsonl > words.jsonl   (each document's words)
+//!        filter_rules [--lang L] --words [--every-doc] DOCS.jsonl > words.jsonl   (each document's words)
 //!        filter_rules [--lang L] --rules                            (the rule set, as JSON)
 //! The language defaults to English; for any other, only the documents whale's language id
-//! calls that language are judged (a JSON line on stderr counts them).
+//! calls that language are judged (a JSON line on stderr counts them), unless `--every-doc`
+//! (before the file) says to take every document as that language (`scripts/fuzz-words`).
 
 use std::io::{BufRead, Write};
 use std::time::Instant;
@@ -48,7 +49,8 @@ fn main() -> anyhow::Result<()> {
             v["text"].as_str().unwrap_or("").to_string(),
         ));
     }
-    if lang != "en" {
+    let every_doc = args.iter().any(|a| a == "--every-doc");
+    if lang != "en" && !every_doc {
         let id = LangId::default();
         let before = docs.len();
         docs.retain(|(_, text)| id.identify(text).lang == lang);

@@ -545,13 +545,7 @@ mod tests {
         const VOCAB: [&str; 14] = [
             "a", "bb", "ab", "b", "ccc", "the", "of", "and", "é", "中文", "中", "文", "x", "yy",
         ];
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move |m: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % m as u64) as usize
-        };
+        let mut next = super::super::test_rng(0x2545_F491_4F6C_DD1Du64);
         for round in 0..300 {
             let (len, vocab) = (next(400) + 1, 2 + round % 13);
             let text: Vec<&str> = (0..len).map(|_| VOCAB[next(vocab)]).collect();

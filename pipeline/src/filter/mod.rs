@@ -31,6 +31,18 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 
 pub use config::{FilterConfig, RuleSet};
+
+/// Numbers below `m` from a xorshift generator, for the randomized tests: the same sequence on
+/// every run, so a failure repeats.
+#[cfg(test)]
+fn test_rng(mut state: u64) -> impl FnMut(usize) -> usize {
+    move |m| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % m as u64) as usize
+    }
+}
 pub use runner::{run, FilterOptions, FilterSummary};
 
 use crate::doc::{host_of, Document};

@@ -107,8 +107,6 @@ pub(super) struct LangRules {
     infix: Option<Regex>,
     token_match: Option<Regex>,
     specials: Specials,
-    /// Whether a special case spans a space (Spanish "EE. UU.", Russian "и др.").
-    spaced_specials: bool,
 }
 
 fn compile(lang: usize, what: &str, source: &Option<String>) -> Option<Regex> {
@@ -143,10 +141,6 @@ impl LangRules {
             infix: compile(id, "infix", &data.infix),
             token_match: compile(id, "token_match", &data.token_match),
             specials: Specials::new(specials),
-            spaced_specials: data
-                .special_cases
-                .iter()
-                .any(|(chunk, _)| chunk.contains(' ') && !chunk.trim().is_empty()),
         }
     }
 }
@@ -160,12 +154,8 @@ thread_local! {
 }
 
 impl Rules for LangRules {
-    fn special(&self, s: &str) -> Option<&'static [&'static str]> {
-        self.specials.get(s)
-    }
-
-    fn has_spaced_specials(&self) -> bool {
-        self.spaced_specials
+    fn specials(&self) -> Option<&Specials> {
+        Some(&self.specials)
     }
 
     fn prefix_len(&self, s: &str) -> usize {

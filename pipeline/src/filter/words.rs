@@ -59,16 +59,12 @@ pub fn split_words<'a>(text: &'a str, lang: &str, out: &mut Vec<&'a str>) {
 
 fn split_with<'a, R: Rules>(rules: &R, text: &'a str, out: &mut Vec<&'a str>) {
     let mut scratch = Scratch::default();
-    let first_of_text = out.len();
+    let first = out.len();
     for chunk in split_py_space(text) {
-        let first = out.len();
         rules.tokenize(chunk, out, &mut scratch);
-        if out.len() - first > 1 {
-            merge_special_spans(rules, chunk, first, out, Within::Chunk);
-        }
     }
-    if rules.has_spaced_specials() && out.len() - first_of_text > 1 {
-        merge_special_spans(rules, text, first_of_text, out, Within::Text);
+    if out.len() - first > 1 {
+        apply_special_matcher(rules, text, first, out);
     }
 }
 
@@ -176,12 +172,17 @@ fn jieba() -> &'static jieba_rs::Jieba {
 }
 
 /// A language's tokenizer rules, the parts of spaCy's `Tokenizer` that differ between
-/// languages; the algorithm that applies them ([`tokenize_chunk`], [`merge_special_spans`]) is
+/// languages; the algorithm that applies them ([`tokenize_chunk`], [`apply_special_matcher`]) is
 /// one. English is [`English`] (written out, fast); the others are spaCy's own patterns
 /// ([`spacy_rules`]).
 pub(super) trait Rules {
+    /// The language's special cases (none while the matcher's patterns are made).
+    fn specials(&self) -> Option<&Specials>;
     /// The special case `s` is (its tokens: their concatenation is `s`).
-    fn special(&self, s: &str) -> Option<&'static [&'static str]>;
+    #[inline]
+    fn special(&self, s: &str) -> Option<&'static [&'static str]> {
+        self.specials()?.get(s)
+    }
     /// Length in bytes of the prefix spaCy's `prefix_search` finds at the start of `s`, 0 if none.
     fn prefix_len(&self, s: &str) -> usize;
     /// Length in bytes of the suffix `suffix_search` finds at the end of `s`, 0 if none.
@@ -190,11 +191,6 @@ pub(super) trait Rules {
     fn token_match(&self, s: &str) -> bool;
     /// `s` split at its infixes (an infix at position 0 is not split off), pushed onto `out`.
     fn split_infixes<'a>(&self, s: &'a str, out: &mut Vec<&'a str>, scratch: &mut Scratch);
-    /// Whether some special case holds a space ("EE. UU.", "и др."): spaCy's matcher then
-    /// merges tokens across chunks too.
-    fn has_spaced_specials(&self) -> bool {
-        false
-    }
     /// The tokens of one whitespace-free chunk, before special cases spanning tokens are merged.
     fn tokenize<'a>(&self, chunk: &'a str, out: &mut Vec<&'a str>, scratch: &mut Scratch) {
         tokenize_chunk(self, chunk, out, scratch);
@@ -206,11 +202,9 @@ struct English;
 
 impl Rules for English {
     #[inline]
-    fn special(&self, s: &str) -> Option<&'static [&'static str]> {
+    fn specials(&self) -> Option<&Specials> {
         static SPECIALS: OnceLock<Specials> = OnceLock::new();
-        SPECIALS
-            .get_or_init(|| Specials::new(SPECIAL_CASES.to_vec()))
-            .get(s)
+        Some(SPECIALS.get_or_init(|| Specials::new(SPECIAL_CASES.to_vec())))
     }
 
     fn prefix_len(&self, s: &str) -> usize {
@@ -244,13 +238,15 @@ impl Rules for English {
 /// most words away without hashing them.
 pub(super) struct Specials {
     map: FxHashMap<&'static str, &'static [&'static str]>,
-    /// Bit `filter_bit(s)` is set for every special case `s`.
+    /// Bit `filter_bit` is set for every special case.
     filter: Vec<u64>,
+    /// The matcher's patterns, made from the cases on first use.
+    patterns: OnceLock<Patterns>,
 }
 
 const FILTER_BITS: usize = 1 << 16;
 
-#[inline]
+/// A string's filter bit, from its first and last byte and its length.
 fn filter_bit(s: &str) -> usize {
     let b = s.as_bytes();
     let key = (usize::from(b[0]) << 8 | usize::from(b[b.len() - 1])) ^ (s.len().min(255) << 16);
@@ -260,13 +256,14 @@ fn filter_bit(s: &str) -> usize {
 impl Specials {
     pub(super) fn new(cases: Vec<(&'static str, &'static [&'static str])>) -> Specials {
         let mut filter = vec![0u64; FILTER_BITS / 64];
-        for (s, _) in &cases {
+        for (s, _) in cases.iter().filter(|(s, _)| !s.is_empty()) {
             let bit = filter_bit(s);
             filter[bit / 64] |= 1 << (bit % 64);
         }
         Specials {
             map: cases.into_iter().collect(),
             filter,
+            patterns: OnceLock::new(),
         }
     }
 
@@ -281,8 +278,52 @@ impl Specials {
         }
         self.map.get(s).copied()
     }
+
+    /// The matcher's patterns; `rules` must be the rules these special cases belong to.
+    fn patterns<R: Rules + ?Sized>(&self, rules: &R) -> &Patterns {
+        self.patterns.get_or_init(|| {
+            let mut by_first: FxHashMap<&'static str, Vec<Box<[&'static str]>>> =
+                FxHashMap::default();
+            let mut scratch = Scratch::default();
+            for &case in self.map.keys() {
+                let mut tokens = Vec::new();
+                for chunk in case.split(' ').filter(|c| !c.is_empty()) {
+                    tokenize_chunk(&WithoutSpecials(rules), chunk, &mut tokens, &mut scratch);
+                }
+                if tokens.len() >= 2 {
+                    by_first.entry(tokens[0]).or_default().push(tokens.into());
+                }
+            }
+            let mut filter = vec![0u64; FILTER_BITS / 64];
+            for t in by_first.keys() {
+                let bit = filter_bit(t);
+                filter[bit / 64] |= 1 << (bit % 64);
+            }
+            Patterns { by_first, filter }
+        })
+    }
 }
 
+/// spaCy's special-case matcher patterns: each case the rules alone split into two or more
+/// tokens, as those tokens, by its first token.
+struct Patterns {
+    by_first: FxHashMap<&'static str, Vec<Box<[&'static str]>>>,
+    /// Bit `filter_bit` is set for every first token: most tokens are turned away unhashed.
+    filter: Vec<u64>,
+}
+
+impl Patterns {
+    #[inline]
+    fn starting_with(&self, token: &str) -> &[Box<[&'static str]>] {
+        let bit = filter_bit(token);
+        if self.filter[bit / 64] >> (bit % 64) & 1 == 0 {
+            return &[];
+        }
+        self.by_first.get(token).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Pushes the tokens a special case `s` becomes (`parts` spell `s`) as slices of `s`.
 fn push_special<'a>(s: &'a str, parts: &[&str], out: &mut Vec<&'a str>) {
     let mut at = 0;
     for p in parts {
@@ -291,93 +332,78 @@ fn push_special<'a>(s: &'a str, parts: &[&str], out: &mut Vec<&'a str>) {
     }
 }
 
-/// Longest run of tokens a special case can span (spaCy's longest, an emoticon, spans 7).
-const MAX_SPECIAL_TOKENS: usize = 8;
-
-/// Where [`merge_special_spans`] looks: within one chunk, or across chunks of a whole text.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Within {
-    Chunk,
-    Text,
-}
-
-/// spaCy 3's special-case matcher: after affix splitting, adjacent tokens that together spell a
-/// special case (`):`, `d.`, `''`, across a space `EE. UU.`) become that special case's tokens
-/// again. Matches are taken longest first, then leftmost, without overlap. `base` holds the
-/// tokens from `first` on; with [`Within::Text`] only runs of tokens that cross a space are
-/// tried (those within a chunk were merged chunk by chunk).
-fn merge_special_spans<'a, R: Rules + ?Sized>(
+/// spaCy 3's special-case matcher (`Tokenizer._apply_special_cases`), over all of a text's
+/// tokens after affix splitting. Its patterns are the cases that the rules alone split (or that
+/// hold a space), each as the tokens the rules alone split it into (`_tokenize_affixes(case,
+/// False)`: a plain-word case like `id` → `i d` is one token there and is applied to whole
+/// chunks only); it matches a run of tokens with exactly those texts, whatever single spaces lie
+/// between them. Matches are then taken as `_filter_special_spans` takes them (longest first,
+/// then leftmost; one is kept when neither its first nor its last token was covered by a match
+/// looked at before it, kept or not), and a kept match is applied only where its text, spaces
+/// included, is the case: `EE. UU.` merges across the space, while `[` `:` across a space is no
+/// case but still keeps `:` `)` from becoming the emoticon `:)` in `t[ :)*p`. Greek's suffix
+/// rule takes all of `8)`, so its pattern is one token and Greek never merges `8` `)`.
+fn apply_special_matcher<'a, R: Rules + ?Sized>(
     rules: &R,
-    base: &'a str,
+    text: &'a str,
     first: usize,
     out: &mut Vec<&'a str>,
-    within: Within,
 ) {
-    let start = base.as_ptr() as usize;
-    let offset = |t: &str| t.as_ptr() as usize - start;
+    let Some(specials) = rules.specials() else {
+        return;
+    };
+    let patterns = specials.patterns(rules);
+    let base = text.as_ptr() as usize;
+    let start = |t: &str| t.as_ptr() as usize - base;
+    let end = |t: &str| start(t) + t.len();
     let toks = &out[first..];
-    let end = |k: usize| offset(toks[k]) + toks[k].len();
-    let mut found: Vec<(usize, usize)> = Vec::new();
+    // spaCy keeps one plain space on the token before it; other whitespace is a token of its
+    // own, which no pattern holds.
+    let joined = |k: usize| {
+        let gap = &text[end(toks[k - 1])..start(toks[k])];
+        gap.is_empty() || gap == " "
+    };
+    let mut matches: Vec<(usize, usize)> = Vec::new();
     for i in 0..toks.len() {
-        let mut crosses = false;
-        for j in i + 2..=toks.len().min(i + MAX_SPECIAL_TOKENS) {
-            crosses |= end(j - 2) != offset(toks[j - 1]);
-            if crosses != (within == Within::Text) {
-                continue;
-            }
-            let span = &base[offset(toks[i])..end(j - 1)];
-            if rules.special(span).is_some() && matcher_finds(rules, span, &toks[i..j]) {
-                found.push((i, j));
+        for pattern in patterns.starting_with(toks[i]) {
+            let j = i + pattern.len();
+            if j <= toks.len() && toks[i..j] == **pattern && (i + 1..j).all(joined) {
+                matches.push((i, j));
             }
         }
     }
-    if found.is_empty() {
+    if matches.is_empty() {
         return;
     }
-    found.sort_by_key(|&(i, j)| (std::cmp::Reverse(j - i), i));
-    let mut taken: Vec<(usize, usize)> = Vec::new();
-    for (i, j) in found {
-        if taken.iter().all(|&(a, b)| j <= a || i >= b) {
-            taken.push((i, j));
+    matches.sort_by_key(|&(i, j)| (std::cmp::Reverse(j - i), i));
+    matches.dedup();
+    let mut seen = vec![false; toks.len()];
+    let mut kept: Vec<(usize, usize)> = Vec::new();
+    for (i, j) in matches {
+        if !seen[i] && !seen[j - 1] {
+            kept.push((i, j));
         }
+        seen[i..j].fill(true);
     }
-    taken.sort_unstable();
+    kept.sort_unstable();
     let old: Vec<&'a str> = out.drain(first..).collect();
     let mut k = 0;
-    for (i, j) in taken {
-        out.extend_from_slice(&old[k..i]);
-        let span = &base[offset(old[i])..offset(old[j - 1]) + old[j - 1].len()];
-        push_special(span, rules.special(span).expect("matched above"), out);
-        k = j;
+    for (i, j) in kept {
+        let span = &text[start(old[i])..end(old[j - 1])];
+        if let Some(parts) = specials.get(span) {
+            out.extend_from_slice(&old[k..i]);
+            push_special(span, parts, out);
+            k = j;
+        }
     }
     out.extend_from_slice(&old[k..]);
-}
-
-/// Whether spaCy's special-case matcher finds the special case `span` as the tokens `toks`. It
-/// holds each case as the tokens the rules split it into without special cases
-/// (`_tokenize_affixes(case, False)`; a plain-word case like `id` → `i d` is one token there and
-/// is applied to whole chunks only), and matches only that exact token sequence: Greek's suffix
-/// rule takes all of `8)`, so the emoticon `8)` never merges `8` and `)` in Greek as it does in
-/// English.
-fn matcher_finds<R: Rules + ?Sized>(rules: &R, span: &str, toks: &[&str]) -> bool {
-    let mut parts = Vec::new();
-    let mut scratch = Scratch::default();
-    for chunk in split_py_space(span) {
-        tokenize_chunk(&WithoutSpecials(rules), chunk, &mut parts, &mut scratch);
-    }
-    // `span` and the tokens are slices of one text: the same slices are the same tokens.
-    parts.len() == toks.len()
-        && parts
-            .iter()
-            .zip(toks)
-            .all(|(a, b)| a.as_ptr() == b.as_ptr() && a.len() == b.len())
 }
 
 /// A language's rules with no special cases.
 struct WithoutSpecials<'r, R: ?Sized>(&'r R);
 
 impl<R: Rules + ?Sized> Rules for WithoutSpecials<'_, R> {
-    fn special(&self, _: &str) -> Option<&'static [&'static str]> {
+    fn specials(&self) -> Option<&Specials> {
         None
     }
     fn prefix_len(&self, s: &str) -> usize {
@@ -989,6 +1015,11 @@ mod tests {
         assert_eq!(words("10^8)"), ["10", "^", "8)"]);
         assert_eq!(words_in("10^8)", "el"), ["10", "^", "8", ")"]);
         assert_eq!(words_in("(8)", "el"), ["(", "8)"]);
+        // `[` `:` across a space is the emoticon `[:`'s pattern: no case there (the text has a
+        // space), but it is looked at first and keeps `:` `)` apart.
+        assert_eq!(words("t[ :)*p"), ["t", "[", ":", ")", "*", "p"]);
+        assert_eq!(words("x :)*p"), ["x", ":)", "*", "p"]);
+        assert_eq!(words("t[\n:)*p"), ["t", "[", ":)", "*", "p"]);
     }
 
     #[test]
@@ -1198,6 +1229,71 @@ mod tests {
         let mut out = Vec::new();
         split_words("我们在北京学习中文。", "zh", &mut out);
         assert!(out.len() >= 4 && out.contains(&"北京"), "{out:?}");
+    }
+
+    /// Random text of letters, digits, punctuation, combining marks, CJK, Cyrillic, Greek,
+    /// Vietnamese, e-mail and web addresses and every kind of space, in every splitter: words are
+    /// non-empty slices of the text, in order, never overlapping, and never start or end with
+    /// whitespace.
+    #[test]
+    fn every_splitter_returns_ordered_slices_of_any_text() {
+        const PIECES: [&str; 32] = [
+            "a",
+            "Z",
+            "é",
+            "ß",
+            "1",
+            "2024",
+            "3,5",
+            "1.000",
+            ".",
+            "..",
+            "...",
+            ",",
+            "-",
+            "'",
+            "\"",
+            "(",
+            ")",
+            "%",
+            "$",
+            "@",
+            "://",
+            "EE. UU.",
+            "и др.",
+            "thư viện",
+            "Đ",
+            "\u{301}",
+            "中文",
+            "2-2015",
+            "ー",
+            "ⁿ",
+            "8)",
+            "x@y.vn",
+        ];
+        const SPACES: [&str; 5] = [" ", "  ", "\n", "\t", "\u{a0}"];
+        let mut next = super::super::test_rng(0x9E37_79B9_7F4A_7C15u64);
+        for _ in 0..400 {
+            let mut text = String::new();
+            for _ in 0..next(40) {
+                if next(3) == 0 {
+                    text.push_str(SPACES[next(SPACES.len())]);
+                } else {
+                    text.push_str(PIECES[next(PIECES.len())]);
+                }
+            }
+            for lang in ["en", "de", "el", "es", "ru", "id", "vi", "zh", "ja"] {
+                let words = words_in(&text, lang);
+                let mut at = text.as_ptr() as usize;
+                for w in &words {
+                    let start = w.as_ptr() as usize;
+                    assert!(!w.is_empty() && start >= at, "{lang}: {text:?} → {words:?}");
+                    assert_eq!(w.trim_matches(is_py_space), *w, "{lang}: {text:?}");
+                    at = start + w.len();
+                }
+                assert!(at <= text.as_ptr() as usize + text.len());
+            }
+        }
     }
 
     /// Expected words are Python jieba 0.42's `cut(text, HMM=True)` on the same text:
