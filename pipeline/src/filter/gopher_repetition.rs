@@ -90,9 +90,10 @@ impl Interned<'_> {
 }
 
 /// How datatrove turns an n-gram into the string it compares: top n-grams are joined with
-/// spaces (the same words), duplicate n-grams without a separator, so two different runs of
-/// words that spell the same characters ("tahanShift ketika" and "tahan Shiftketika") are one
-/// n-gram there.
+/// spaces, duplicate n-grams without a separator, so two different runs of words that spell the
+/// same characters ("tahanShift ketika" and "tahan Shiftketika") are one n-gram there. Joined
+/// with spaces, different words are different strings unless a word holds a space itself, as
+/// Vietnamese words do ("thư viện" "mới" and "thư" "viện mới").
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Join {
     Spaced,
@@ -107,8 +108,9 @@ struct Grams<'w> {
     ids: &'w [u32],
     /// `prefix[i]`: polynomial hash of `ids[..i]`.
     prefix: Vec<u64>,
-    /// The same over the words' bytes, glued, built on first use of [`Join::Glued`].
-    glued: Option<GluedHash>,
+    /// A hash over the n-grams' text as `join` builds it, where comparing words is not the
+    /// same: always for [`Join::Glued`], for [`Join::Spaced`] when a word holds a space.
+    text: Option<(Join, GluedHash)>,
     join: Join,
     n: usize,
     /// `BASE^n`.
@@ -132,7 +134,9 @@ struct Slot {
 /// Odd, so every power of it is invertible modulo 2^64 (which [`GluedHash`] relies on).
 const BASE: u64 = 0x9E37_79B9_7F4A_7C15;
 
-/// A polynomial hash over the bytes of the words glued together, with each word's share
+/// A polynomial hash over the bytes of the words joined as [`Join`] says (each word followed
+/// by a space for [`Join::Spaced`], which adds the same trailing space to every n-gram), with
+/// each word's share
 /// precomputed: `prefix[i]` hashes words `..i`, and `scale[i]` / `unscale[i]` are `BASE` to the
 /// power of their byte length and its inverse, so any run of words hashes in O(1).
 struct GluedHash {
@@ -142,18 +146,21 @@ struct GluedHash {
 }
 
 impl GluedHash {
-    fn new(words: &Interned<'_>) -> GluedHash {
+    fn new(words: &Interned<'_>, join: Join) -> GluedHash {
+        let separator: &[u8] = if join == Join::Spaced { b" " } else { b"" };
         // Per distinct word: the hash of its bytes and BASE^(its length).
         let parts: Vec<(u64, u64)> = words
             .strs
             .iter()
             .map(|w| {
-                w.bytes().fold((0u64, 1u64), |(h, p), b| {
-                    (
-                        h.wrapping_mul(BASE).wrapping_add(u64::from(b) + 1),
-                        p.wrapping_mul(BASE),
-                    )
-                })
+                w.bytes()
+                    .chain(separator.iter().copied())
+                    .fold((0u64, 1u64), |(h, p), b| {
+                        (
+                            h.wrapping_mul(BASE).wrapping_add(u64::from(b) + 1),
+                            p.wrapping_mul(BASE),
+                        )
+                    })
             })
             .collect();
         let n = words.ids.len();
@@ -219,7 +226,7 @@ impl<'w> Grams<'w> {
             words,
             ids,
             prefix,
-            glued: None,
+            text: None,
             join: Join::Spaced,
             n: 0,
             base_n: 1,
@@ -231,8 +238,11 @@ impl<'w> Grams<'w> {
 
     /// Starts over with n-grams of `n` words, compared as `join` says.
     fn reset(&mut self, n: usize, join: Join) {
-        if join == Join::Glued && self.glued.is_none() {
-            self.glued = Some(GluedHash::new(self.words));
+        let by_text = join == Join::Glued || self.words.strs.iter().any(|w| w.contains(' '));
+        if by_text && self.text.as_ref().map(|t| t.0) != Some(join) {
+            self.text = Some((join, GluedHash::new(self.words, join)));
+        } else if !by_text {
+            self.text = None;
         }
         self.join = join;
         self.n = n;
@@ -244,9 +254,9 @@ impl<'w> Grams<'w> {
     /// n-gram, or an empty one taken for it (first seen at `i`, count 0).
     fn slot(&mut self, i: usize) -> (&mut Slot, bool) {
         let n = self.n;
-        let h = match (&self.glued, self.join) {
-            (Some(glued), Join::Glued) => glued.range(i, i + n),
-            _ => self.prefix[i + n].wrapping_sub(self.prefix[i].wrapping_mul(self.base_n)),
+        let h = match &self.text {
+            Some((_, text)) => text.range(i, i + n),
+            None => self.prefix[i + n].wrapping_sub(self.prefix[i].wrapping_mul(self.base_n)),
         };
         let h = (h ^ (h >> 32)).wrapping_mul(0xFF51_AFD7_ED55_8CCD);
         let tag = h as u32;
@@ -275,19 +285,22 @@ impl<'w> Grams<'w> {
 }
 
 impl Grams<'_> {
-    /// Whether the n-gram at `pos` is `gram`: the same words, or (glued) the same characters.
+    /// Whether the n-gram at `pos` is `gram`: the same words, or the same text as `join`
+    /// builds it.
     fn equal(&self, pos: usize, gram: &[u32]) -> bool {
         let other = &self.ids[pos..pos + gram.len()];
         if same(other, gram) {
             return true;
         }
-        let strs = &self.words.strs;
-        let bytes = |g: &'_ [u32]| {
-            g.iter()
-                .flat_map(move |&id| strs[id as usize].bytes())
-                .collect::<Vec<u8>>()
+        let Some((join, _)) = self.text else {
+            return false;
         };
-        self.join == Join::Glued && bytes(other) == bytes(gram)
+        let separator = if join == Join::Spaced { " " } else { "" };
+        let text = |g: &[u32]| {
+            let words: Vec<&str> = g.iter().map(|&id| self.words.strs[id as usize]).collect();
+            words.join(separator)
+        };
+        text(other) == text(gram)
     }
 }
 
@@ -507,6 +520,14 @@ mod tests {
             top_ngram_chars(&w, &mut grams, 2),
             ("Anda".len() + "menyeret".len() + 1) * 2
         );
+        // Joined with spaces, Vietnamese words that hold a space can spell the same n-gram:
+        // "thư viện mới" twice.
+        let w = intern(&["thư viện", "mới", "x", "thư", "viện mới"]);
+        let mut grams = Grams::new(&w);
+        assert_eq!(
+            top_ngram_chars(&w, &mut grams, 2),
+            "thư viện mới".chars().count() * 2
+        );
         assert_eq!(split_paragraphs("a\n\n\nb\nc\n\nd"), ["a", "b\nc", "d"]);
         assert_eq!(split_newline_runs("\na\n\nb\n"), ["", "a", "b", ""]);
     }
@@ -516,14 +537,15 @@ mod tests {
     #[test]
     fn ngram_table_matches_plain_maps() {
         fn top_reference(w: &Interned, n: usize) -> usize {
-            let mut counts: FxHashMap<&[u32], (usize, usize)> = FxHashMap::default();
+            let mut counts: FxHashMap<String, (usize, usize)> = FxHashMap::default();
             for (i, gram) in w.ids.windows(n).enumerate() {
-                counts.entry(gram).or_insert((0, i)).0 += 1;
+                let words: Vec<&str> = gram.iter().map(|&id| w.strs[id as usize]).collect();
+                counts.entry(words.join(" ")).or_insert((0, i)).0 += 1;
             }
             let best = counts
                 .iter()
                 .max_by(|a, b| a.1 .0.cmp(&b.1 .0).then(b.1 .1.cmp(&a.1 .1)));
-            best.map_or(0, |(gram, (count, _))| (w.chars(gram) + n - 1) * count)
+            best.map_or(0, |(joined, (count, _))| joined.chars().count() * count)
         }
         fn dup_reference(w: &Interned, n: usize) -> usize {
             let mut seen: FxHashSet<String> = FxHashSet::default();
@@ -541,13 +563,15 @@ mod tests {
             }
             chars
         }
-        // Words that glue into each other ("a" "bb" = "ab" "b"), so glued n-grams collide.
-        const VOCAB: [&str; 14] = [
-            "a", "bb", "ab", "b", "ccc", "the", "of", "and", "é", "中文", "中", "文", "x", "yy",
+        // Words that glue into each other ("a" "bb" = "ab" "b"), so glued n-grams collide, and
+        // Vietnamese-style words that hold a space ("a" "bb a" = "a bb" "a", joined with one).
+        const VOCAB: [&str; 16] = [
+            "a", "bb", "ab", "b", "a bb", "bb a", "ccc", "the", "of", "and", "é", "中文", "中",
+            "文", "x", "yy",
         ];
         let mut next = super::super::test_rng(0x2545_F491_4F6C_DD1Du64);
         for round in 0..300 {
-            let (len, vocab) = (next(400) + 1, 2 + round % 13);
+            let (len, vocab) = (next(400) + 1, 2 + round % 15);
             let text: Vec<&str> = (0..len).map(|_| VOCAB[next(vocab)]).collect();
             let w = intern(&text);
             let mut grams = Grams::new(&w);
