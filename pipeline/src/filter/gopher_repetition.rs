@@ -100,18 +100,27 @@ enum Join {
     Glued,
 }
 
+impl Join {
+    fn separator(self) -> &'static str {
+        match self {
+            Join::Spaced => " ",
+            Join::Glued => "",
+        }
+    }
+}
+
 /// The document's n-grams for one `n` at a time, in an open-addressing table of first
 /// positions. Hashes come from prefix sums of a polynomial hash, so every n-gram's hash costs
 /// O(1) whatever `n`; equal hashes are confirmed by comparing the words (or their characters).
 struct Grams<'w> {
     words: &'w Interned<'w>,
-    ids: &'w [u32],
-    /// `prefix[i]`: polynomial hash of `ids[..i]`.
+    /// `prefix[i]`: polynomial hash of `words.ids[..i]`.
     prefix: Vec<u64>,
     /// A hash over the n-grams' text as `join` builds it, where comparing words is not the
     /// same: always for [`Join::Glued`], for [`Join::Spaced`] when a word holds a space.
     text: Option<(Join, GluedHash)>,
-    join: Join,
+    /// Whether some word holds a space (joined with spaces, words then differ from text).
+    spaced_words: bool,
     n: usize,
     /// `BASE^n`.
     base_n: u64,
@@ -147,7 +156,7 @@ struct GluedHash {
 
 impl GluedHash {
     fn new(words: &Interned<'_>, join: Join) -> GluedHash {
-        let separator: &[u8] = if join == Join::Spaced { b" " } else { b"" };
+        let separator = join.separator().as_bytes();
         // Per distinct word: the hash of its bytes and BASE^(its length).
         let parts: Vec<(u64, u64)> = words
             .strs
@@ -224,10 +233,9 @@ impl<'w> Grams<'w> {
             .max(4);
         Grams {
             words,
-            ids,
             prefix,
             text: None,
-            join: Join::Spaced,
+            spaced_words: words.strs.iter().any(|w| w.contains(' ')),
             n: 0,
             base_n: 1,
             slots: vec![Slot::default(); 1 << bits],
@@ -238,13 +246,12 @@ impl<'w> Grams<'w> {
 
     /// Starts over with n-grams of `n` words, compared as `join` says.
     fn reset(&mut self, n: usize, join: Join) {
-        let by_text = join == Join::Glued || self.words.strs.iter().any(|w| w.contains(' '));
+        let by_text = join == Join::Glued || self.spaced_words;
         if by_text && self.text.as_ref().map(|t| t.0) != Some(join) {
             self.text = Some((join, GluedHash::new(self.words, join)));
         } else if !by_text {
             self.text = None;
         }
-        self.join = join;
         self.n = n;
         self.base_n = (0..n).fold(1u64, |b, _| b.wrapping_mul(BASE));
         self.generation += 1;
@@ -262,7 +269,7 @@ impl<'w> Grams<'w> {
         let tag = h as u32;
         let mask = self.slots.len() - 1;
         let mut at = (h >> self.shift) as usize;
-        let gram = &self.ids[i..i + n];
+        let gram = &self.words.ids[i..i + n];
         loop {
             let s = self.slots[at];
             if s.generation != self.generation {
@@ -288,17 +295,16 @@ impl Grams<'_> {
     /// Whether the n-gram at `pos` is `gram`: the same words, or the same text as `join`
     /// builds it.
     fn equal(&self, pos: usize, gram: &[u32]) -> bool {
-        let other = &self.ids[pos..pos + gram.len()];
+        let other = &self.words.ids[pos..pos + gram.len()];
         if same(other, gram) {
             return true;
         }
         let Some((join, _)) = self.text else {
             return false;
         };
-        let separator = if join == Join::Spaced { " " } else { "" };
         let text = |g: &[u32]| {
             let words: Vec<&str> = g.iter().map(|&id| self.words.strs[id as usize]).collect();
-            words.join(separator)
+            words.join(join.separator())
         };
         text(other) == text(gram)
     }

@@ -18,6 +18,18 @@ fn is_combining_mark(c: char) -> bool {
         | '\u{093A}'..='\u{094F}' | '\u{0951}'..='\u{0957}' | '\u{0962}'..='\u{0963}')
 }
 
+/// Whether `c` lies in one of `table`'s sorted, disjoint ranges of code points (a character
+/// class generated from Python or spaCy). The tables start above ASCII, so most characters need
+/// no search.
+pub fn in_ranges(table: &[(u32, u32)], c: char) -> bool {
+    let c = c as u32;
+    if table.first().is_none_or(|&(lo, _)| c < lo) {
+        return false;
+    }
+    let i = table.partition_point(|&(_, hi)| hi < c);
+    table.get(i).is_some_and(|&(lo, _)| lo <= c)
+}
+
 /// Characters spaCy treats as quotes (its `LIST_QUOTES`).
 pub fn is_quote(c: char) -> bool {
     matches!(

@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Deserialize;
 
-use super::pystr::is_py_space;
+use super::pystr::{in_ranges, is_py_space};
 
 /// Appends the words of `text` to `out`, as `spacy.blank("vi")` with pyvi finds them.
 pub(super) fn split<'a>(text: &'a str, out: &mut Vec<&'a str>) {
@@ -72,37 +72,36 @@ struct Data {
 
 #[derive(Deserialize)]
 struct ClassData {
-    word: Vec<[u32; 2]>,
-    decimal: Vec<[u32; 2]>,
-    digit: Vec<[u32; 2]>,
-    title: Vec<[u32; 2]>,
+    word: Vec<(u32, u32)>,
+    decimal: Vec<(u32, u32)>,
+    digit: Vec<(u32, u32)>,
+    title: Vec<(u32, u32)>,
 }
 
-/// A Python character class as sorted code point ranges, with ASCII answered from a bitmap.
+/// A Python character class: ASCII from a bitmap, the rest from the ranges above ASCII.
 struct CharClass {
     ascii: u128,
-    ranges: Vec<[u32; 2]>,
+    ranges: Vec<(u32, u32)>,
 }
 
 impl CharClass {
-    fn new(ranges: Vec<[u32; 2]>) -> CharClass {
+    fn new(ranges: Vec<(u32, u32)>) -> CharClass {
         let mut ascii = 0u128;
-        for &[lo, hi] in &ranges {
+        for &(lo, hi) in &ranges {
             for c in lo..=hi.min(127) {
                 ascii |= 1 << c;
             }
         }
+        let ranges = ranges.into_iter().filter(|&(_, hi)| hi >= 128).collect();
         CharClass { ascii, ranges }
     }
 
     #[inline]
     fn contains(&self, c: char) -> bool {
-        let c = c as u32;
-        if c < 128 {
-            return self.ascii >> c & 1 == 1;
+        if c.is_ascii() {
+            return self.ascii >> c as u32 & 1 == 1;
         }
-        let i = self.ranges.partition_point(|r| r[1] < c);
-        self.ranges.get(i).is_some_and(|r| r[0] <= c)
+        in_ranges(&self.ranges, c)
     }
 }
 

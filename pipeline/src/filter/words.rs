@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 use rustc_hash::FxHashMap;
 
 use super::ja_words;
-use super::pystr::{is_py_space, is_quote, split_py_space};
+use super::pystr::{in_ranges, is_py_space, is_quote, split_py_space};
 use super::ref_data::{
     ALPHA_LOWER_RANGES, ALPHA_RANGES, ALPHA_UPPER_RANGES, ICON_RANGES, SPECIAL_CASES,
 };
@@ -238,42 +238,56 @@ impl Rules for English {
 /// most words away without hashing them.
 pub(super) struct Specials {
     map: FxHashMap<&'static str, &'static [&'static str]>,
-    /// Bit `filter_bit` is set for every special case.
-    filter: Vec<u64>,
+    filter: KeyFilter,
     /// The matcher's patterns, made from the cases on first use.
     patterns: OnceLock<Patterns>,
 }
 
+/// A one-hash Bloom filter over a set of strings, keyed by a string's first and last byte and
+/// its length: most strings outside the set are turned away without hashing them.
+struct KeyFilter(Vec<u64>);
+
 const FILTER_BITS: usize = 1 << 16;
 
-/// A string's filter bit, from its first and last byte and its length.
-fn filter_bit(s: &str) -> usize {
-    let b = s.as_bytes();
-    let key = (usize::from(b[0]) << 8 | usize::from(b[b.len() - 1])) ^ (s.len().min(255) << 16);
-    key.wrapping_mul(0x9E37_79B9) >> 7 & (FILTER_BITS - 1)
+impl KeyFilter {
+    fn new<'k>(keys: impl IntoIterator<Item = &'k str>) -> KeyFilter {
+        let mut bits = vec![0u64; FILTER_BITS / 64];
+        for key in keys.into_iter().filter(|k| !k.is_empty()) {
+            let bit = Self::bit(key);
+            bits[bit / 64] |= 1 << (bit % 64);
+        }
+        KeyFilter(bits)
+    }
+
+    fn bit(s: &str) -> usize {
+        let b = s.as_bytes();
+        let key = (usize::from(b[0]) << 8 | usize::from(b[b.len() - 1])) ^ (s.len().min(255) << 16);
+        key.wrapping_mul(0x9E37_79B9) >> 7 & (FILTER_BITS - 1)
+    }
+
+    /// Whether `s` may be in the set (it is not when this says no).
+    #[inline]
+    fn may_hold(&self, s: &str) -> bool {
+        if s.is_empty() {
+            return false;
+        }
+        let bit = Self::bit(s);
+        self.0[bit / 64] >> (bit % 64) & 1 == 1
+    }
 }
 
 impl Specials {
     pub(super) fn new(cases: Vec<(&'static str, &'static [&'static str])>) -> Specials {
-        let mut filter = vec![0u64; FILTER_BITS / 64];
-        for (s, _) in cases.iter().filter(|(s, _)| !s.is_empty()) {
-            let bit = filter_bit(s);
-            filter[bit / 64] |= 1 << (bit % 64);
-        }
         Specials {
+            filter: KeyFilter::new(cases.iter().map(|(s, _)| *s)),
             map: cases.into_iter().collect(),
-            filter,
             patterns: OnceLock::new(),
         }
     }
 
     #[inline]
     pub(super) fn get(&self, s: &str) -> Option<&'static [&'static str]> {
-        if s.is_empty() {
-            return None;
-        }
-        let bit = filter_bit(s);
-        if self.filter[bit / 64] >> (bit % 64) & 1 == 0 {
+        if !self.filter.may_hold(s) {
             return None;
         }
         self.map.get(s).copied()
@@ -294,11 +308,7 @@ impl Specials {
                     by_first.entry(tokens[0]).or_default().push(tokens.into());
                 }
             }
-            let mut filter = vec![0u64; FILTER_BITS / 64];
-            for t in by_first.keys() {
-                let bit = filter_bit(t);
-                filter[bit / 64] |= 1 << (bit % 64);
-            }
+            let filter = KeyFilter::new(by_first.keys().copied());
             Patterns { by_first, filter }
         })
     }
@@ -308,15 +318,14 @@ impl Specials {
 /// tokens, as those tokens, by its first token.
 struct Patterns {
     by_first: FxHashMap<&'static str, Vec<Box<[&'static str]>>>,
-    /// Bit `filter_bit` is set for every first token: most tokens are turned away unhashed.
-    filter: Vec<u64>,
+    /// The first tokens: most tokens are turned away unhashed.
+    filter: KeyFilter,
 }
 
 impl Patterns {
     #[inline]
     fn starting_with(&self, token: &str) -> &[Box<[&'static str]>] {
-        let bit = filter_bit(token);
-        if self.filter[bit / 64] >> (bit % 64) & 1 == 0 {
+        if !self.filter.may_hold(token) {
             return &[];
         }
         self.by_first.get(token).map_or(&[], Vec::as_slice)
@@ -588,17 +597,6 @@ const MAX_DIGIT_SUFFIX_LEN: usize = 8;
 
 fn is_icon(c: char) -> bool {
     in_ranges(ICON_RANGES, c)
-}
-
-/// Whether `c` lies in one of `table`'s sorted, disjoint ranges. The tables start above ASCII,
-/// so most characters need no search.
-fn in_ranges(table: &[(u32, u32)], c: char) -> bool {
-    let c = c as u32;
-    if table.first().is_none_or(|&(lo, _)| c < lo) {
-        return false;
-    }
-    let i = table.partition_point(|&(_, hi)| hi < c);
-    table.get(i).is_some_and(|&(lo, _)| lo <= c)
 }
 
 /// spaCy's ALPHA class (its script ranges: letters, plus the CJK symbol and punctuation blocks
