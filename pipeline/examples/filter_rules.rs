@@ -13,6 +13,7 @@
 use std::io::{BufRead, Write};
 use std::time::Instant;
 
+use bumpalo::Bump;
 use pipeline::filter::c4::C4Outcome;
 use pipeline::filter::config::FilterConfig;
 use pipeline::filter::lang::LangId;
@@ -62,8 +63,8 @@ fn main() -> anyhow::Result<()> {
     if words_only {
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         for (id, text) in &docs {
-            let mut words = Vec::new();
-            pipeline::filter::words::split_words(text, &lang, &mut words);
+            let (spill, mut words) = (Bump::new(), Vec::new());
+            pipeline::filter::words::split_words(text, &lang, &spill, &mut words);
             writeln!(out, "{}", serde_json::json!({"id": id, "words": words}))?;
         }
         return Ok(());
@@ -81,17 +82,26 @@ fn main() -> anyhow::Result<()> {
     let enabled = [rep.enabled, qual.enabled, c4.enabled, fw.enabled];
     let rules: [(&str, Rule); 4] = [
         ("gopher_repetition", &|t| {
-            (keep(rep.check(&Ctx::new(t, lang))), None)
+            (keep(rep.check(&Ctx::new(t, lang, &Bump::new()))), None)
         }),
         ("gopher_quality", &|t| {
-            (keep(qual.check(&Ctx::new(t, lang)).map(String::from)), None)
+            (
+                keep(
+                    qual.check(&Ctx::new(t, lang, &Bump::new()))
+                        .map(String::from),
+                ),
+                None,
+            )
         }),
         ("c4", &|t| match c4.apply(t, lang) {
             C4Outcome::Keep(text) => ("keep".into(), Some(text)),
             C4Outcome::Drop(r) => (r.into(), None),
         }),
         ("fineweb", &|t| {
-            (keep(fw.check(&Ctx::new(t, lang)).map(String::from)), None)
+            (
+                keep(fw.check(&Ctx::new(t, lang, &Bump::new())).map(String::from)),
+                None,
+            )
         }),
     ];
     // A rule set the language's config turns off is not run (nor reported).

@@ -10,6 +10,7 @@
 
 use std::sync::OnceLock;
 
+use bumpalo::Bump;
 use regex::Regex;
 use unicode_normalization::UnicodeNormalization;
 use xxhash_rust::xxh64::xxh64;
@@ -45,8 +46,8 @@ pub fn permutations(seed: u64, count: usize) -> (Vec<u64>, Vec<u64>) {
 /// datatrove gives no signature and so never deduplicates.
 pub fn shingles(text: &str, ngram: usize) -> Vec<u64> {
     let simple = simplify_text(text);
-    let mut words = Vec::new();
-    split_words(&simple, "en", &mut words);
+    let (spill, mut words) = (Bump::new(), Vec::new());
+    split_words(&simple, "en", &spill, &mut words);
     if words.len() < ngram {
         return Vec::new();
     }

@@ -169,7 +169,7 @@ mod tests {
         assert_eq!(zh.gopher_repetition.top_n_grams[0], (2, 0.256));
         assert!(!zh.c4.enabled);
         let langs: Vec<&str> = per_lang.keys().map(String::as_str).collect();
-        assert_eq!(langs.len(), 32, "{langs:?}");
+        assert_eq!(langs.len(), 48, "{langs:?}");
         let es = &per_lang["es"];
         assert_eq!(es.gopher_repetition.top_n_grams[0], (2, 0.077));
         assert_eq!(es.gopher_quality.min_avg_word_length, 4.0);

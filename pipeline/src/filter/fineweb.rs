@@ -83,9 +83,10 @@ impl FineWeb {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bumpalo::Bump;
 
     fn check(text: &str) -> Option<&'static str> {
-        FineWeb::default().check(&Ctx::new(text, "en"))
+        FineWeb::default().check(&Ctx::new(text, "en", &Bump::new()))
     }
 
     #[test]
@@ -118,6 +119,6 @@ mod tests {
             ..FineWeb::default()
         };
         let text = "Home and garden supplies for every season of the year\nContact our friendly team today for a quote";
-        assert_eq!(rule.check(&Ctx::new(text, "en")), None);
+        assert_eq!(rule.check(&Ctx::new(text, "en", &Bump::new())), None);
     }
 }

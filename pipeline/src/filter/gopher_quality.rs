@@ -131,9 +131,10 @@ impl GopherQuality {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bumpalo::Bump;
 
     fn check(text: &str) -> Option<&'static str> {
-        GopherQuality::default().check(&Ctx::new(text, "en"))
+        GopherQuality::default().check(&Ctx::new(text, "en", &Bump::new()))
     }
 
     fn prose(n: usize) -> String {
@@ -186,6 +187,9 @@ mod tests {
             min_stop_words: 0,
             ..GopherQuality::default()
         };
-        assert_eq!(rule.check(&Ctx::new("the cat and the dog", "en")), None);
+        assert_eq!(
+            rule.check(&Ctx::new("the cat and the dog", "en", &Bump::new())),
+            None
+        );
     }
 }

@@ -444,9 +444,10 @@ fn split_newline_runs(s: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bumpalo::Bump;
 
     fn check(text: &str) -> Option<String> {
-        GopherRepetition::default().check(&Ctx::new(text, "en"))
+        GopherRepetition::default().check(&Ctx::new(text, "en", &Bump::new()))
     }
 
     const PARAS: [&str; 6] = [

@@ -12,6 +12,7 @@ pub mod config;
 pub mod fineweb;
 pub mod gopher_quality;
 pub mod gopher_repetition;
+mod indic_words;
 mod ja_model;
 mod ja_words;
 pub mod lang;
@@ -22,6 +23,7 @@ mod ref_data;
 pub mod runner;
 mod spacy_rules;
 pub mod text;
+mod th_words;
 pub mod url;
 mod vi_words;
 pub mod words;
@@ -29,6 +31,7 @@ pub mod words;
 use std::collections::BTreeMap;
 
 use anyhow::Result;
+use bumpalo::Bump;
 
 pub use config::{FilterConfig, RuleSet};
 
@@ -148,7 +151,8 @@ impl Filter {
         } else {
             d.lang.as_str()
         };
-        let ctx = Ctx::new(&doc.text, word_lang);
+        let spill = Bump::new();
+        let ctx = Ctx::new(&doc.text, word_lang, &spill);
         if rules.gopher_repetition.enabled {
             if let Some(r) = rules.gopher_repetition.check(&ctx) {
                 return tag("gopher_repetition", &r);
@@ -172,7 +176,7 @@ impl Filter {
             let reduced;
             let ctx = match &rewritten {
                 Some(text) => {
-                    reduced = Ctx::new(text, word_lang);
+                    reduced = Ctx::new(text, word_lang, &spill);
                     &reduced
                 }
                 None => &ctx,
@@ -244,7 +248,7 @@ mod tests {
     /// keep it; the base rules, whose stop words are English, would drop every one.
     #[test]
     fn prose_in_languages_with_fineweb2_tables_is_kept() {
-        const NEWS: [(&str, &str); 6] = [
+        const NEWS: [(&str, &str); 8] = [
             ("es", "El ayuntamiento de Valencia aprobó el lunes un nuevo presupuesto para la biblioteca municipal. \
                 Los vecinos preguntaron por el horario de apertura, y la alcaldesa prometió que las puertas permanecerán abiertas hasta tarde. \
                 Varios profesores explicaron que la sala de lectura se había quedado pequeña durante años. \
@@ -281,6 +285,18 @@ mod tests {
                 Kiến trúc sư giải thích rằng phần mở rộng sẽ có thêm hai tầng và một khu vườn bên trong. \
                 Công trình dự kiến khởi công vào mùa xuân, và bản vẽ chi tiết sẽ được công bố vào tuần sau. \
                 Các doanh nghiệp địa phương đã đề nghị hỗ trợ mua sách mới cho khu vực dành cho thiếu nhi."),
+            ("hi", "नगर निगम की बैठक में सोमवार को नए पुस्तकालय के बजट पर चर्चा हुई। \
+                निवासियों ने खुलने के समय के बारे में सवाल पूछे, और महापौर ने वादा किया कि पुस्तकालय देर रात तक खुला रहेगा। \
+                कई शिक्षकों ने कहा कि वाचनालय कई वर्षों से बहुत छोटा है। \
+                वास्तुकार ने बताया कि विस्तार में दो नई मंज़िलें और एक बगीचा होगा। \
+                काम वसंत में शुरू होगा, और नगर निगम अगले सप्ताह नक्शे प्रकाशित करेगा। \
+                स्थानीय व्यापारियों ने बच्चों के विभाग के लिए नई किताबें खरीदने में मदद की पेशकश की है।"),
+            ("th", "สภาเทศบาลเมืองเชียงใหม่ประชุมเมื่อวันจันทร์เพื่อพิจารณางบประมาณสำหรับห้องสมุดแห่งใหม่ \
+                ชาวบ้านหลายคนถามถึงเวลาเปิดทำการ และนายกเทศมนตรีสัญญาว่าห้องสมุดจะเปิดจนถึงดึก \
+                ครูหลายคนกล่าวว่าห้องอ่านหนังสือคับแคบมาหลายปีแล้ว \
+                สถาปนิกอธิบายว่าการขยายอาคารจะเพิ่มอีกสองชั้นและสวนภายใน \
+                งานก่อสร้างจะเริ่มในฤดูใบไม้ผลิ และเทศบาลจะเผยแพร่แบบแปลนในสัปดาห์หน้า \
+                ผู้ประกอบการในท้องถิ่นเสนอที่จะช่วยซื้อหนังสือใหม่สำหรับแผนกเด็ก"),
         ];
         let filter = Filter::new(FilterConfig::default()).unwrap();
         let mut english_only = FilterConfig::default();

@@ -1,21 +1,21 @@
 //! Python `str` semantics the datatrove rules rely on (`splitlines`, `strip`, `split`,
 //! `isalpha`, `len` in code points), so thresholds mean the same thing here as there.
 
+use super::ref_data::PY_ALPHA_RANGES;
+
 /// Python's `str.isspace()`: Unicode White_Space plus the ASCII information separators.
 pub fn is_py_space(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
-/// Python's `str.isalpha()` for one character (letters; Rust's `is_alphabetic` also admits
-/// letter numbers and some combining marks, which Python does not count).
+/// Python's `str.isalpha()` for one character: Unicode letters (categories L*), from a table
+/// generated from Python. Rust's `is_alphabetic` also admits letter numbers and the vowel signs
+/// of Thai and the Indic scripts (Unicode's Other_Alphabetic), which Python does not count.
 pub fn is_py_alpha(c: char) -> bool {
-    c.is_alphabetic() && !c.is_numeric() && !is_combining_mark(c)
-}
-
-fn is_combining_mark(c: char) -> bool {
-    matches!(c, '\u{0300}'..='\u{036F}' | '\u{0483}'..='\u{0489}' | '\u{0591}'..='\u{05C7}'
-        | '\u{0610}'..='\u{061A}' | '\u{064B}'..='\u{065F}' | '\u{0900}'..='\u{0903}'
-        | '\u{093A}'..='\u{094F}' | '\u{0951}'..='\u{0957}' | '\u{0962}'..='\u{0963}')
+    if c.is_ascii() {
+        return c.is_ascii_alphabetic();
+    }
+    in_ranges(PY_ALPHA_RANGES, c)
 }
 
 /// Whether `c` lies in one of `table`'s sorted, disjoint ranges of code points (a character
@@ -285,6 +285,10 @@ mod tests {
     fn strip_alpha_and_len_follow_python() {
         assert_eq!(py_strip("\u{1f} x \u{3000}"), "x");
         assert!(is_py_alpha('é') && is_py_alpha('中') && !is_py_alpha('1') && !is_py_alpha('Ⅻ'));
+        // Thai and Devanagari vowel signs are marks to Python, letters to Unicode's Alphabetic.
+        assert!(is_py_alpha('ก') && !is_py_alpha('\u{e31}') && !is_py_alpha('\u{e34}'));
+        assert!(is_py_alpha('क') && !is_py_alpha('\u{93e}') && !is_py_alpha('\u{bbe}'));
+        assert!('\u{e31}'.is_alphabetic() && '\u{93e}'.is_alphabetic());
         assert_eq!(char_len("héllo"), 5);
     }
 }

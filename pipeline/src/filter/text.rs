@@ -3,6 +3,8 @@
 
 use std::cell::OnceCell;
 
+use bumpalo::Bump;
+
 use super::ref_data::{PUNCTUATION, TERMINAL_PUNCTUATION};
 use super::words::split_words;
 
@@ -11,14 +13,17 @@ pub struct Ctx<'a> {
     pub text: &'a str,
     /// ISO 639-1 code choosing the word splitter.
     pub lang: &'a str,
+    /// Holds the words a splitter builds rather than slices from `text` (see [`split_words`]).
+    spill: &'a Bump,
     words: OnceCell<Vec<&'a str>>,
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(text: &'a str, lang: &'a str) -> Self {
+    pub fn new(text: &'a str, lang: &'a str, spill: &'a Bump) -> Self {
         Ctx {
             text,
             lang,
+            spill,
             words: OnceCell::new(),
         }
     }
@@ -27,7 +32,7 @@ impl<'a> Ctx<'a> {
     pub fn words(&self) -> &[&'a str] {
         self.words.get_or_init(|| {
             let mut out = Vec::with_capacity(self.text.len() / 5);
-            split_words(self.text, self.lang, &mut out);
+            split_words(self.text, self.lang, self.spill, &mut out);
             out
         })
     }
@@ -85,7 +90,8 @@ mod tests {
 
     #[test]
     fn words_are_split_once_and_cached() {
-        let ctx = Ctx::new("Hello, world.", "en");
+        let spill = Bump::new();
+        let ctx = Ctx::new("Hello, world.", "en", &spill);
         assert_eq!(ctx.words(), ["Hello", ",", "world", "."]);
         assert!(std::ptr::eq(ctx.words(), ctx.words()));
     }

@@ -12,28 +12,45 @@
 //! TinySegmenter ([`ja_words`]): datatrove runs Sudachi there, whose dictionary (~200 MB) cannot
 //! ship inside a binary; TinySegmenter's model is 30 KB of weights and splits into similar short
 //! units (how often FineWeb-2's Japanese rules decide as with Sudachi: BENCHMARKS.md).
-//! Vietnamese joins syllables into words with pyvi's CRF, as spaCy's `vi` does ([`vi_words`]).
-//! Tokens are slices of the input, so splitting allocates only the output vector.
+//! Vietnamese joins syllables into words with pyvi's CRF, as spaCy's `vi` does ([`vi_words`]);
+//! Thai runs PyThaiNLP's dictionary-based `newmm-safe` ([`th_words`]) and the Indian languages
+//! the Indic NLP Library's punctuation splitter ([`indic_words`]), the tokenizers FineWeb-2
+//! assigns them. Tokens are slices of the input (but for the Indic splitter's rare glued numbers),
+//! so splitting allocates only the output vector.
 
 use std::sync::OnceLock;
 
+use bumpalo::Bump;
 use rustc_hash::FxHashMap;
 
+use super::indic_words;
 use super::ja_words;
 use super::pystr::{in_ranges, is_py_space, is_quote, split_py_space};
 use super::ref_data::{
     ALPHA_LOWER_RANGES, ALPHA_RANGES, ALPHA_UPPER_RANGES, ICON_RANGES, SPECIAL_CASES,
 };
 use super::spacy_rules;
+use super::th_words;
 use super::vi_words;
 
 /// Appends the words of `text` to `out`, as datatrove's `split_into_words(text, lang)` would
-/// (whitespace tokens dropped). `lang` is an ISO 639-1 code; Chinese is segmented with jieba,
-/// Japanese with TinySegmenter between spaces, Vietnamese with pyvi's CRF (its words are
-/// syllables joined with the space between them), a language spaCy has rules for with those rules,
-/// and every other language (English, and those datatrove gives to spaCy's English) with
-/// English's.
-pub fn split_words<'a>(text: &'a str, lang: &str, out: &mut Vec<&'a str>) {
+/// (whitespace tokens dropped) with the tokenizer FineWeb-2 assigns the language. `lang` is an
+/// ISO 639-1 code; Chinese is segmented with jieba, Japanese with TinySegmenter between spaces,
+/// Vietnamese with pyvi's CRF (its words are syllables joined with the space between them),
+/// Thai with PyThaiNLP's dictionary-based maximal matching (`newmm-safe`), Hindi, Bengali, Tamil, Urdu and the other Indian languages with the Indic NLP Library's
+/// punctuation splitter, a language spaCy has rules for with those rules, and every other
+/// language (English, and those datatrove gives to spaCy's English) with English's.
+///
+/// FineWeb-2 looks tokenizers up by `{iso3}_{script}` (`hin_Deva`); datatrove 0.10.1's ISO
+/// 639-1 keys for most Indian languages resolve to a Stanza model for Kurdish instead (its
+/// `tokenizer_assignment.csv` reader takes the string "FALSE" for true), so whale follows
+/// FineWeb-2. Words are slices of `text` except the few a splitter builds (glued numbers in
+/// Indian languages), which live in `spill`.
+pub fn split_words<'a>(text: &'a str, lang: &str, spill: &'a Bump, out: &mut Vec<&'a str>) {
+    if let Some(script) = indic_words::script_of(lang) {
+        indic_words::split(text, script, spill, out);
+        return;
+    }
     match lang {
         "zh" => {
             cut_chinese(text, out);
@@ -47,6 +64,10 @@ pub fn split_words<'a>(text: &'a str, lang: &str, out: &mut Vec<&'a str>) {
         }
         "vi" => {
             vi_words::split(text, out);
+            return;
+        }
+        "th" => {
+            th_words::split(text, out);
             return;
         }
         _ => {}
@@ -72,8 +93,9 @@ fn split_with<'a, R: Rules>(rules: &R, text: &'a str, out: &mut Vec<&'a str>) {
 /// `split_into_sentences`): a sentence ends after a token that is a sentence-final mark, together
 /// with any punctuation that follows it.
 pub fn count_sentences(text: &str, lang: &str) -> usize {
+    let spill = Bump::new();
     let mut words = Vec::new();
-    split_words(text, lang, &mut words);
+    split_words(text, lang, &spill, &mut words);
     if words.is_empty() {
         return usize::from(!text.is_empty());
     }
@@ -940,9 +962,14 @@ fn is_public_ipv4(labels: &[&str]) -> bool {
 mod tests {
     use super::*;
 
+    /// A spill arena that outlives the words a test keeps (leaked: tests are short-lived).
+    fn spill<'a>() -> &'a Bump {
+        Box::leak(Box::default())
+    }
+
     fn words(text: &str) -> Vec<&str> {
         let mut out = Vec::new();
-        split_words(text, "en", &mut out);
+        split_words(text, "en", spill(), &mut out);
         out
     }
 
@@ -1030,7 +1057,7 @@ mod tests {
 
     fn words_in<'a>(text: &'a str, lang: &str) -> Vec<&'a str> {
         let mut out = Vec::new();
-        split_words(text, lang, &mut out);
+        split_words(text, lang, spill(), &mut out);
         out
     }
 
@@ -1225,17 +1252,18 @@ mod tests {
     #[test]
     fn segments_chinese_with_jieba() {
         let mut out = Vec::new();
-        split_words("我们在北京学习中文。", "zh", &mut out);
+        split_words("我们在北京学习中文。", "zh", spill(), &mut out);
         assert!(out.len() >= 4 && out.contains(&"北京"), "{out:?}");
     }
 
     /// Random text of letters, digits, punctuation, combining marks, CJK, Cyrillic, Greek,
-    /// Vietnamese, e-mail and web addresses and every kind of space, in every splitter: words are
-    /// non-empty slices of the text, in order, never overlapping, and never start or end with
-    /// whitespace.
+    /// Vietnamese, Thai, Devanagari, Urdu, e-mail and web addresses and every kind of space, in
+    /// every splitter: words are non-empty slices of the text, in order, never overlapping, and
+    /// never start or end with whitespace (the Indic splitter's numbers glued across spaces, the
+    /// only words that are not slices, are not in the text).
     #[test]
     fn every_splitter_returns_ordered_slices_of_any_text() {
-        const PIECES: [&str; 32] = [
+        const PIECES: [&str; 39] = [
             "a",
             "Z",
             "é",
@@ -1268,6 +1296,13 @@ mod tests {
             "ⁿ",
             "8)",
             "x@y.vn",
+            "ภาษาไทย",
+            "เกี่ยว",
+            "๑๒",
+            "हिन्दी",
+            "।",
+            "12 , 5",
+            "یہ۔",
         ];
         const SPACES: [&str; 5] = [" ", "  ", "\n", "\t", "\u{a0}"];
         let mut next = super::super::test_rng(0x9E37_79B9_7F4A_7C15u64);
@@ -1280,13 +1315,20 @@ mod tests {
                     text.push_str(PIECES[next(PIECES.len())]);
                 }
             }
-            for lang in ["en", "de", "el", "es", "ru", "id", "vi", "zh", "ja"] {
+            for lang in [
+                "en", "de", "el", "es", "ru", "id", "vi", "zh", "ja", "th", "hi", "ur",
+            ] {
                 let words = words_in(&text, lang);
                 let mut at = text.as_ptr() as usize;
                 for w in &words {
-                    let start = w.as_ptr() as usize;
-                    assert!(!w.is_empty() && start >= at, "{lang}: {text:?} → {words:?}");
+                    assert!(!w.is_empty(), "{lang}: {text:?} → {words:?}");
                     assert_eq!(w.trim_matches(is_py_space), *w, "{lang}: {text:?}");
+                    let start = w.as_ptr() as usize;
+                    if !text.as_bytes().as_ptr_range().contains(&w.as_ptr()) {
+                        assert!(matches!(lang, "hi" | "ur"), "{lang}: {text:?} → {words:?}");
+                        continue;
+                    }
+                    assert!(start >= at, "{lang}: {text:?} → {words:?}");
                     at = start + w.len();
                 }
                 assert!(at <= text.as_ptr() as usize + text.len());
@@ -1338,6 +1380,7 @@ mod tests {
         split_words(
             "今日は朝から雨が降っていた。 Rust では所有権",
             "ja",
+            spill(),
             &mut out,
         );
         assert_eq!(
