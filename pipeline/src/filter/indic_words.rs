@@ -10,7 +10,7 @@
 //!   instead) is surrounded by spaces; runs of spaces collapse; the text is split at single
 //!   spaces. So only spaces and tabs separate words: "दुनिया\nनमस्ते" is one word (datatrove then
 //!   strips each word of Python whitespace and drops the empty ones).
-//! - numbers are glued back: a match of `([0-9]+ [,.:/] )+[0-9]+` in the spaced text loses its
+//! - except in Urdu, numbers are glued back: a match of `([0-9]+ [,.:/] )+[0-9]+` in the spaced text loses its
 //!   spaces ("12 , 345" → "12,345", also "ab12,3" → "ab12,3" and "1 : 30" → "1:30"), except a
 //!   match at the very start of the text (`if start > prev` in the library): "1/2/2020 को" at the
 //!   start of a document stays "1" "/" "2" "/" "2020".
@@ -98,6 +98,13 @@ pub fn split<'a>(text: &'a str, script: Script, spill: &'a Bump, out: &mut Vec<&
         }
         j
     };
+    if script == Script::Urdu {
+        // `trivial_tokenize_urdu` glues no numbers.
+        for t in &toks {
+            push_stripped(s(t), out);
+        }
+        return;
+    }
     let mut i = 0;
     while i < toks.len() {
         let mut j = chain_end(i);
@@ -212,12 +219,17 @@ mod tests {
     }
 
     #[test]
-    fn urdu_splits_at_arabic_marks_not_at_the_danda() {
+    fn urdu_splits_at_arabic_marks_not_at_the_danda_and_glues_no_numbers() {
         assert_eq!(
             words("یہ کتاب ہے۔ اور، وہ।", Script::Urdu),
             ["یہ", "کتاب", "ہے", "۔", "اور", "،", "وہ।"]
         );
         assert_eq!(words("यह है। और", Script::Brahmi), ["यह", "है", "।", "और"]);
+        assert_eq!(words("कुल 1.5 और", Script::Brahmi), ["कुल", "1.5", "और"]);
+        assert_eq!(
+            words("کل 1.5 اور", Script::Urdu),
+            ["کل", "1", ".", "5", "اور"]
+        );
     }
 
     #[test]
