@@ -144,41 +144,64 @@ fn tcc_ends(th: &Thai, text: &str) -> Vec<bool> {
     let mut ends = vec![false; text.len() + 1];
     let mut p = 0;
     while p < text.len() {
-        let n = th
-            .tcc
-            .match_with_options(text, p, SearchOptions::SEARCH_OPTION_NONE, None)
+        let c = text[p..].chars().next().expect("inside the text");
+        // Every cluster pattern starts with a consonant or a leading vowel (เ แ โ ใ ไ).
+        let may_start =
+            ('\u{e01}'..='\u{e2e}').contains(&c) || ('\u{e40}'..='\u{e44}').contains(&c);
+        let n = may_start
+            .then(|| {
+                th.tcc
+                    .match_with_options(text, p, SearchOptions::SEARCH_OPTION_NONE, None)
+            })
+            .flatten()
             .filter(|&n| n > 0)
-            .unwrap_or_else(|| text[p..].chars().next().map_or(1, char::len_utf8));
+            .unwrap_or(c.len_utf8());
         p += n;
         ends[p] = true;
     }
     ends
 }
 
-/// A character trie of the dictionary (PyThaiNLP's `Trie`).
+/// A character trie of the dictionary (PyThaiNLP's `Trie`), its edges stored per node in one
+/// array sorted by character, so a lookup is a short binary search with no hashing.
 struct Trie {
-    children: FxHashMap<(u32, char), u32>,
+    /// Node `n`'s edges are `chars[first[n]..first[n + 1]]` and `child[..]` alike.
+    first: Vec<u32>,
+    chars: Vec<char>,
+    child: Vec<u32>,
     is_word: Vec<bool>,
 }
 
 impl Trie {
     fn new<'w>(words: impl Iterator<Item = &'w str>) -> Trie {
-        let mut trie = Trie {
-            children: FxHashMap::default(),
-            is_word: vec![false],
-        };
+        let mut edges: FxHashMap<(u32, char), u32> = FxHashMap::default();
+        let mut is_word = vec![false];
         for word in words.map(py_strip).filter(|w| !w.is_empty()) {
             let mut node = 0;
             for c in word.chars() {
-                let next = trie.is_word.len() as u32;
-                node = *trie.children.entry((node, c)).or_insert(next);
+                let next = is_word.len() as u32;
+                node = *edges.entry((node, c)).or_insert(next);
                 if node == next {
-                    trie.is_word.push(false);
+                    is_word.push(false);
                 }
             }
-            trie.is_word[node as usize] = true;
+            is_word[node as usize] = true;
         }
-        trie
+        let mut sorted: Vec<((u32, char), u32)> = edges.into_iter().collect();
+        sorted.sort_unstable();
+        let mut first = vec![0u32; is_word.len() + 1];
+        for &((node, _), _) in &sorted {
+            first[node as usize + 1] += 1;
+        }
+        for n in 0..is_word.len() {
+            first[n + 1] += first[n];
+        }
+        Trie {
+            first,
+            chars: sorted.iter().map(|&((_, c), _)| c).collect(),
+            child: sorted.iter().map(|&(_, child)| child).collect(),
+            is_word,
+        }
     }
 
     /// `Trie.prefixes(text, at)`: the end offsets of the dictionary words `text[at..]` starts
@@ -187,11 +210,12 @@ impl Trie {
         ends.clear();
         let mut node = 0;
         for (i, c) in text[at..].char_indices() {
-            match self.children.get(&(node, c)) {
-                Some(&next) => node = next,
-                None => return,
+            let (lo, hi) = (self.first[node] as usize, self.first[node + 1] as usize);
+            match self.chars[lo..hi].binary_search(&c) {
+                Ok(k) => node = self.child[lo + k] as usize,
+                Err(_) => return,
             }
-            if self.is_word[node as usize] {
+            if self.is_word[node] {
                 ends.push(at + i + c.len_utf8());
             }
         }
@@ -202,10 +226,10 @@ impl Trie {
 fn onecut(th: &Thai, text: &str) -> Vec<(usize, usize)> {
     let valid = tcc_ends(th, text);
     let mut out = Vec::new();
-    let mut graph: FxHashMap<usize, Vec<usize>> = FxHashMap::default();
-    let mut graph_size = 0;
+    // newmm's graph as its edges in the order they were added; its size is their number.
+    let mut edges: Vec<(usize, usize)> = Vec::new();
     let mut candidates = BinaryHeap::from([Reverse(0usize)]);
-    let mut word_ends = Vec::new();
+    let (mut word_ends, mut path) = (Vec::new(), Vec::new());
     let mut end_pos = 0;
     while let Some(&Reverse(first)) = candidates.peek() {
         if first >= text.len() {
@@ -218,30 +242,27 @@ fn onecut(th: &Thai, text: &str) -> Vec<(usize, usize)> {
             if !valid[end] {
                 continue;
             }
-            graph.entry(begin).or_default().push(end);
-            graph_size += 1;
+            edges.push((begin, end));
             if !candidates.iter().any(|&Reverse(p)| p == end) {
                 candidates.push(Reverse(end));
             }
-            if graph_size > MAX_GRAPH_SIZE {
+            if edges.len() > MAX_GRAPH_SIZE {
                 break;
             }
         }
         match candidates.len() {
             1 => {
                 let goal = candidates.peek().expect("one candidate").0;
-                let path = shortest_path(&graph, end_pos, goal);
-                graph_size = 0;
-                graph.clear();
-                for pos in path {
+                shortest_path(&edges, end_pos, goal, &mut path);
+                edges.clear();
+                for &pos in &path {
                     out.push((end_pos, pos));
                     end_pos = pos;
                 }
             }
             0 => {
                 end_pos = skip_end(th, text, begin, &valid, &mut word_ends);
-                graph_size = 0;
-                graph.clear();
+                edges.clear();
                 out.push((begin, end_pos));
                 candidates.push(Reverse(end_pos));
             }
@@ -251,33 +272,35 @@ fn onecut(th: &Thai, text: &str) -> Vec<(usize, usize)> {
     out
 }
 
-/// The first path `_bfs_paths_graph` yields from `start` to `goal`, without `start`: breadth
-/// first, each position reached once, edges in the order they were added.
-fn shortest_path(graph: &FxHashMap<usize, Vec<usize>>, start: usize, goal: usize) -> Vec<usize> {
-    let mut parent: FxHashMap<usize, usize> = FxHashMap::default();
-    let mut queue = std::collections::VecDeque::from([start]);
-    let path_to = |parent: &FxHashMap<usize, usize>, mut at: usize| {
-        let mut path = vec![at];
-        while at != start {
-            at = parent[&at];
-            path.push(at);
-        }
-        path.pop();
-        path.reverse();
-        path
-    };
-    while let Some(v) = queue.pop_front() {
-        for &pos in graph.get(&v).map_or(&[][..], Vec::as_slice) {
-            if pos == goal {
-                let mut path = path_to(&parent, v);
+/// The first path `_bfs_paths_graph` yields from `start` to `goal`, without `start`, into
+/// `path`: breadth first, each position reached once, edges in the order they were added. The
+/// graph holds at most a few dozen edges, so scanning them beats building adjacency lists.
+fn shortest_path(edges: &[(usize, usize)], start: usize, goal: usize, path: &mut Vec<usize>) {
+    // The breadth-first queue: each reached position with its parent's index in the queue.
+    let mut queue = vec![(start, 0)];
+    let mut head = 0;
+    while head < queue.len() {
+        let v = queue[head].0;
+        for &(from, to) in edges {
+            if from != v {
+                continue;
+            }
+            if to == goal {
+                path.clear();
                 path.push(goal);
-                return path;
+                let mut i = head;
+                while i != 0 {
+                    path.push(queue[i].0);
+                    i = queue[i].1;
+                }
+                path.reverse();
+                return;
             }
-            if pos != start && !parent.contains_key(&pos) {
-                parent.insert(pos, v);
-                queue.push_back(pos);
+            if !queue.iter().any(|&(p, _)| p == to) {
+                queue.push((to, head));
             }
         }
+        head += 1;
     }
     unreachable!("newmm's graph always reaches its only candidate")
 }
