@@ -386,12 +386,14 @@ fn rejoin_numbers(th: &Thai, text: &str, segments: &[(usize, usize)]) -> Vec<(us
     while let (Some((start, end)), true) = (number, i < segments.len()) {
         let (s, e) = segments[i];
         if s >= start {
-            let mut joined = None::<(usize, usize)>;
+            // Segments are contiguous: the joined word runs from the first's start to the last's end.
+            let first = i;
             while i < segments.len() && segments[i].0 < end {
-                joined = Some((joined.map_or(segments[i].0, |j| j.0), segments[i].1));
                 i += 1;
             }
-            out.extend(joined);
+            if i > first {
+                out.push((s, segments[i - 1].1));
+            }
             number = numbers.next();
         } else {
             out.push((s, e));
